@@ -1,0 +1,17 @@
+# The two set-up commands of the README. Both create or reuse .venv/ first.
+.PHONY: quickstart test test-fast bench venv
+
+venv:
+	@scripts/ensure-venv.sh
+
+quickstart: venv
+	.venv/bin/hwd-tune quickstart
+
+test: venv
+	.venv/bin/python -m pytest
+
+test-fast: venv
+	.venv/bin/python -m pytest -m "not slow"
+
+bench: venv
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 .venv/bin/python benchmarks/losses.py

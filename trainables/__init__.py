@@ -1,0 +1,1 @@
+"""Ray Train `train_loop_per_worker` functions (teacher training and distillation: one loop)."""
