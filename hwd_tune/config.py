@@ -7,9 +7,12 @@ Models are strict (`extra="forbid"`), so a misspelt key is an error that names t
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 IGNORE_INDEX = -1  # the authors' code maps the files' 255 to -1 (method.md, Training recipe)
 
@@ -117,3 +120,213 @@ class CIRKDParams(StrictModel):
     pixel_contrast_size: int = Field(4096, gt=0)
     region_memory_size: int = Field(2000, gt=0)
     region_contrast_size: int = Field(1024, gt=0)
+
+
+METHOD_PARAMS: dict[str, type[StrictModel]] = {
+    "none": NoDistillationParams,
+    "kd": KDParams,
+    "cwd": CWDParams,
+    "hwd": HWDParams,
+    "dist": DISTParams,
+    "mgd": MGDParams,
+    "skd": SKDParams,
+    "ifvd": IFVDParams,
+    "cirkd": CIRKDParams,
+}
+"""Every distillation method of Table II and the params model holding its published defaults."""
+
+
+# --------------------------------------------------------------------------------------------
+# Training job (teacher training and distillation share one schema and one loop)
+# --------------------------------------------------------------------------------------------
+class SyntheticDataParams(StrictModel):
+    """Size of the built-in synthetic dataset (quickstart and tests: no files needed)."""
+
+    num_classes: int = Field(6, ge=2)
+    image_size: int = Field(64, ge=16)
+    train_samples: int = Field(512, ge=1)
+    val_samples: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    """Which dataset, where, and the training augmentation (method.md, Training recipe)."""
+
+    name: Literal["ade20k", "cityscapes", "cocostuff", "voc", "synthetic"] = "synthetic"
+    root: str | None = None  # dataset directory; unused for "synthetic"
+    crop_size: int = Field(512, ge=8)  # method.md: random crop 512 x 512
+    scale_range: tuple[float, float] = (0.5, 2.0)  # method.md: random scale 0.5-2.0
+    normalization: Literal["imagenet", "authors_bgr"] = "imagenet"  # authors_bgr for their weights
+    loader_workers: int = Field(2, ge=0)  # DataLoader processes per Ray Train worker
+    synthetic: SyntheticDataParams = SyntheticDataParams()
+
+
+class ModelConfig(StrictModel):
+    """A network from `hwd_tune.models.build_model`, optionally with weights to start from."""
+
+    arch: str = "deeplabv3_resnet18"  # Table II students: deeplabv3_resnet18/_mobilenetv2, pspnet_resnet18
+    width_multiplier: float = Field(1.0, gt=0.0)  # < 1 only for tiny CPU models (quickstart, tests)
+    aux: bool = True  # method.md: aux FCN head on layer3 (MobileNetV2 DeepLabV3 has none)
+    weights: str | None = None  # ImageNet backbone or full checkpoint file; None = random init
+
+
+class TeacherConfig(ModelConfig):
+    """The frozen teacher: an MLflow registry URI (models:/name@alias), a file, or a run artifact."""
+
+    arch: str = "deeplabv3_resnet101"  # method.md: DeepLabV3-ResNet101 teachers
+    source: str | None = None  # where its weights come from (required for distillation)
+    milestones: list[int] = [80000, 160000]  # method.md: teachers trained to 80K and 160K iterations
+
+
+class MethodConfig(StrictModel):
+    """The distillation method by name and its own parameters (validated by its params model)."""
+
+    name: str = "hwd"
+    params: dict[str, float | int | str | bool] = {}
+
+    @model_validator(mode="after")
+    def _check_params(self) -> "MethodConfig":
+        if self.name not in METHOD_PARAMS:
+            raise ValueError(f"unknown method {self.name!r}; expected one of {sorted(METHOD_PARAMS)}")
+        try:
+            METHOD_PARAMS[self.name].model_validate(self.params)
+        except ValidationError as error:
+            raise ValueError(format_validation_error(error, f"params of method {self.name!r}")) from None
+        return self
+
+    def resolved_params(self) -> StrictModel:
+        """The method's params with the paper's defaults filled in."""
+        return METHOD_PARAMS[self.name].model_validate(self.params)
+
+
+class OptimizerConfig(StrictModel):
+    """SGD with poly decay (method.md: lr 0.01, momentum 0.9, wd 1e-4, power 0.9 in the code)."""
+
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    poly_power: float = Field(0.9, ge=0.0)
+
+
+class ScheduleConfig(StrictModel):
+    """How long to train and how often to validate (method.md: 40K iterations, val every 400)."""
+
+    max_iters: int = Field(40000, ge=1)
+    batch_size: int = Field(8, ge=1)  # method.md: 8 in total across workers
+    val_interval: int = Field(400, ge=1)
+    log_interval: int = Field(50, ge=1)
+
+
+class ResourcesConfig(StrictModel):
+    """Ray Train workers and what each reserves; fractional CPUs avoid deadlocks on small hosts."""
+
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+
+
+class PrecisionConfig(StrictModel):
+    """Speed options on GPU; ignored (fp32, NCHW) on CPU."""
+
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    sync_batchnorm: bool = False
+
+
+class TrainConfig(StrictModel):
+    """One training job: a teacher (method "none", no teacher) or a distillation run."""
+
+    job: Literal["teacher", "distill"] = "distill"
+    seed: int = 0
+    deterministic: bool = False  # deterministic algorithms (slower), for resume-equivalence checks
+    output_dir: str = "outputs"
+    data: DataConfig = DataConfig()
+    student: ModelConfig = ModelConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    method: MethodConfig = MethodConfig()
+    task: TaskLossParams = TaskLossParams()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    precision: PrecisionConfig = PrecisionConfig()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "TrainConfig":
+        if self.schedule.batch_size % self.resources.num_workers:
+            raise ValueError(
+                f"schedule.batch_size ({self.schedule.batch_size}) must be divisible by "
+                f"resources.num_workers ({self.resources.num_workers}): it is the total batch"
+            )
+        if self.job == "teacher" and self.method.name != "none":
+            raise ValueError(
+                f"job 'teacher' trains without a teacher: method.name must be 'none', "
+                f"got {self.method.name!r}"
+            )
+        if self.job == "distill" and self.method.name != "none" and not self.teacher.source:
+            raise ValueError(
+                "teacher.source is required for distillation: a registry URI such as "
+                "'models:/teacher-ade20k-deeplabv3_resnet101@iter-80k' or a checkpoint file"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Loading YAML files with `--set key=value` overrides
+# --------------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file, the field and the value."""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Returns a copy of `raw` with `a.b.c=value` overrides set (values parsed as YAML scalars)."""
+    result = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {override!r} must look like 'section.field=value'")
+        *parents, leaf = key.strip().split(".")
+        node = result
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+            node = child
+        node[leaf] = yaml.safe_load(text) if text.strip() else None
+    return result
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem: `source: field.path: message (got value)`."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        got = problem.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {field}: {problem['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML mapping with yaml.safe_load; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Validated training config from a YAML file (or defaults when None) plus overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    try:
+        return TrainConfig.model_validate(apply_overrides(raw, list(overrides)))
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None

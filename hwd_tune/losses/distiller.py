@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
-from hwd_tune.config import TaskLossParams
+from hwd_tune.config import METHOD_PARAMS, TaskLossParams, format_validation_error
 from hwd_tune.losses.task import TaskLoss
 from hwd_tune.outputs import SegOutput
 
@@ -85,6 +85,10 @@ def register_distiller(name: str, params: type[BaseModel]) -> Callable[[D], D]:
     """Class decorator: makes `build_distiller(name, ...)` build this class with `params`."""
 
     def decorate(cls: D) -> D:
+        if METHOD_PARAMS.get(name) is not params:
+            raise ValueError(
+                f"distiller {name!r} must use hwd_tune.config.METHOD_PARAMS[{name!r}] as its params"
+            )
         if name in _REGISTRY:
             raise ValueError(f"distiller {name!r} is registered twice")
         cls.name = name
@@ -135,11 +139,8 @@ def build_distiller(
         validated = params_model.model_validate(params)
         task_params = TaskLossParams(aux_weight=aux_weight, ignore_index=ignore_index)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(params)'}: {e['msg']} (got {e.get('input')!r})"
-            for e in error.errors()
-        )
-        raise ValueError(f"invalid parameters for distiller {name!r}: {problems}") from None
+        problems = format_validation_error(error, f"distiller {name!r}")
+        raise ValueError(f"invalid parameters for distiller {name!r}:\n{problems}") from None
     task = TaskLoss(aux_weight=task_params.aux_weight, ignore_index=task_params.ignore_index)
     return cls(
         validated,
