@@ -1,0 +1,43 @@
+"""Segmentation datasets (ADE20K, Cityscapes, COCO-Stuff 164k, Pascal VOC aug, synthetic shapes)
+and their transforms. Importing the package registers every dataset for `build_dataset(name)`.
+
+Samples are `(tv_tensors.Image [3, H, W], tv_tensors.Mask int64 [H, W])`, ignore = -1; images
+are uint8 until a transform (`train_transforms()`, `eval_transforms()`) makes them float32.
+"""
+
+from hwd_tune.data.ade20k import ADE20K
+from hwd_tune.data.cityscapes import Cityscapes
+from hwd_tune.data.coco_stuff import COCOStuff, COCOStuff182
+from hwd_tune.data.registry import (
+    DatasetInfo,
+    available_datasets,
+    build_dataset,
+    dataset_info,
+    register_dataset,
+)
+from hwd_tune.data.synthetic import SyntheticShapes
+from hwd_tune.data.transforms import (
+    NORMALIZATIONS,
+    eval_transforms,
+    normalization,
+    train_transforms,
+)
+from hwd_tune.data.voc import VOCAug
+
+__all__ = [
+    "ADE20K",
+    "COCOStuff",
+    "COCOStuff182",
+    "Cityscapes",
+    "DatasetInfo",
+    "NORMALIZATIONS",
+    "SyntheticShapes",
+    "VOCAug",
+    "available_datasets",
+    "build_dataset",
+    "dataset_info",
+    "eval_transforms",
+    "normalization",
+    "register_dataset",
+    "train_transforms",
+]
