@@ -93,6 +93,9 @@ class SKDParams(StrictModel):
     adv_weight: float = Field(0.001, ge=0.0)  # generator side of the hinge loss
     discriminator_weight: float = Field(0.1, ge=0.0)  # "D 0.1" in method.md
     discriminator_lr: float = Field(4e-4, gt=0.0)  # the discriminator's own Adam
+    discriminator_beta1: float = Field(0.9, ge=0.0, lt=1.0)  # train_skd.py: Adam betas 0.9, 0.99
+    discriminator_beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    discriminator_width: int = Field(64, ge=2)  # authors' --adv-conv-dim 64 (first conv's channels)
 
 
 class IFVDParams(StrictModel):
@@ -104,6 +107,9 @@ class IFVDParams(StrictModel):
     adv_weight: float = Field(0.001, ge=0.0)
     discriminator_weight: float = Field(0.1, ge=0.0)
     discriminator_lr: float = Field(4e-4, gt=0.0)
+    discriminator_beta1: float = Field(0.9, ge=0.0, lt=1.0)  # train_ifvd.py: Adam betas 0.9, 0.99
+    discriminator_beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    discriminator_width: int = Field(64, ge=2)  # authors' --adv-conv-dim 64 (first conv's channels)
 
 
 class CIRKDParams(StrictModel):
@@ -116,10 +122,12 @@ class CIRKDParams(StrictModel):
     memory_region_weight: float = Field(0.1, ge=0.0)
     contrast_temperature: float = Field(0.1, gt=0.0)
     contrast_kd_temperature: float = Field(1.0, gt=0.0)
-    pixel_memory_size: int = Field(20000, gt=0)
-    pixel_contrast_size: int = Field(4096, gt=0)
-    region_memory_size: int = Field(2000, gt=0)
-    region_contrast_size: int = Field(1024, gt=0)
+    pixel_memory_size: int = Field(20000, gt=0)  # per class (train_cirkd.py defaults)
+    pixel_contrast_size: int = Field(4096, gt=0)  # in all; per class size // classes + 1
+    region_memory_size: int = Field(2000, gt=0)  # per class
+    region_contrast_size: int = Field(1024, gt=0)  # in all; per class size // classes + 1
+    pixel_update_per_class: int = Field(16, gt=0)  # authors' pixel_update_freq (per image, class)
+    sampling_seed: int = Field(0, ge=0)  # equal on all workers, so DDP workers keep identical banks
 
 
 METHOD_PARAMS: dict[str, type[StrictModel]] = {
@@ -152,7 +160,7 @@ class SyntheticDataParams(StrictModel):
 class DataConfig(StrictModel):
     """Which dataset, where, and the training augmentation (method.md, Training recipe)."""
 
-    name: Literal["ade20k", "cityscapes", "cocostuff", "voc", "synthetic"] = "synthetic"
+    name: Literal["ade20k", "cityscapes", "cocostuff", "cocostuff_182", "voc", "synthetic"] = "synthetic"
     root: str | None = None  # dataset directory; unused for "synthetic"
     crop_size: int = Field(512, ge=8)  # method.md: random crop 512 x 512
     scale_range: tuple[float, float] = (0.5, 2.0)  # method.md: random scale 0.5-2.0
