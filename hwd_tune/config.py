@@ -8,6 +8,7 @@ Models are strict (`extra="forbid"`), so a misspelt key is an error that names t
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,7 +163,7 @@ class DataConfig(StrictModel):
 
     name: Literal["ade20k", "cityscapes", "cocostuff", "cocostuff_182", "voc", "synthetic"] = "synthetic"
     root: str | None = None  # dataset directory; unused for "synthetic"
-    crop_size: int = Field(512, ge=8)  # method.md: random crop 512 x 512
+    crop_size: int | tuple[int, int] = 512  # method.md: random crop 512 x 512 (h, w allowed)
     scale_range: tuple[float, float] = (0.5, 2.0)  # method.md: random scale 0.5-2.0
     normalization: Literal["imagenet", "authors_bgr"] = "imagenet"  # authors_bgr for their weights
     loader_workers: int = Field(2, ge=0)  # DataLoader processes per Ray Train worker
@@ -176,6 +177,8 @@ class ModelConfig(StrictModel):
     width_multiplier: float = Field(1.0, gt=0.0)  # < 1 only for tiny CPU models (quickstart, tests)
     aux: bool = True  # method.md: aux FCN head on layer3 (MobileNetV2 DeepLabV3 has none)
     weights: str | None = None  # ImageNet backbone or full checkpoint file; None = random init
+    norm: Literal["batchnorm", "none"] = "batchnorm"  # "none" only for exact equivalence checks
+    dropout: bool = True  # the heads' dropout (0.1, as the authors'); off for equivalence checks
 
 
 class TeacherConfig(ModelConfig):
@@ -231,6 +234,14 @@ class ResourcesConfig(StrictModel):
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
+    max_failures: int = Field(0, ge=-1)  # worker restarts from the latest checkpoint; -1 = forever
+
+
+class TrackingConfig(StrictModel):
+    """Where MLflow records runs; MLFLOW_TRACKING_URI in the environment wins over `uri`."""
+
+    uri: str | None = None  # None: sqlite store + artifact folder under output_dir/mlflow
+    experiment: str = "hwd-tune"
 
 
 class PrecisionConfig(StrictModel):
@@ -245,6 +256,7 @@ class TrainConfig(StrictModel):
     """One training job: a teacher (method "none", no teacher) or a distillation run."""
 
     job: Literal["teacher", "distill"] = "distill"
+    name: str | None = None  # run name; None: derived from the config, so a re-run resumes
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower), for resume-equivalence checks
     output_dir: str = "outputs"
@@ -257,6 +269,7 @@ class TrainConfig(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     resources: ResourcesConfig = ResourcesConfig()
     precision: PrecisionConfig = PrecisionConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":
@@ -299,7 +312,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
             node = child
-        node[leaf] = yaml.safe_load(text) if text.strip() else None
+        node[leaf] = safe_load_yaml(text) if text.strip() else None
     return result
 
 
@@ -314,13 +327,36 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+class _SafeLoaderYaml12Booleans(yaml.SafeLoader):
+    """yaml.SafeLoader that reads only true/false as booleans (YAML 1.2), so a key such as
+    HWD's `on:` or a value `no` stays a string instead of turning into True/False."""
+
+
+_SafeLoaderYaml12Booleans.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SafeLoaderYaml12Booleans.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """Like yaml.safe_load (no arbitrary objects), with YAML 1.2 booleans (see above)."""
+    loader = _SafeLoaderYaml12Booleans(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML mapping with yaml.safe_load; errors name the file."""
+    """Reads a YAML mapping with `safe_load_yaml`; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = safe_load_yaml(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if loaded is None:
@@ -338,3 +374,10 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         return TrainConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> "SweepConfig":  # noqa: F821
+    """A validated sweep file (search_spaces/*.yaml): `hwd_tune.sweep_config.load`, re-exported."""
+    from hwd_tune.sweep_config import load as load_sweep  # late: sweep_config builds on this module
+
+    return load_sweep(path, overrides)

@@ -94,3 +94,14 @@ def test_unreadable_files_are_named(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
         load_train_config(listing)
+
+
+def test_yaml_reads_only_true_false_as_booleans(tmp_path):
+    """HWD's `on:` key must stay a string (YAML 1.1 would read it as True); true/false still work."""
+    path = tmp_path / "hwd.yaml"
+    path.write_text(
+        "teacher: {source: t.pt}\nmethod: {name: hwd, params: {on: logits}}\nstudent: {aux: false}\n"
+    )
+    config = load_train_config(path, ["precision.channels_last=true"])
+    assert config.method.resolved_params().on == "logits"
+    assert config.student.aux is False and config.precision.channels_last is True

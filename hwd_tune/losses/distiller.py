@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
+import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
@@ -47,6 +48,8 @@ class Distiller(nn.Module, Generic[P]):
         self.feature_channels = feature_channels
         self.task = task
         self.adversary: nn.Module | None = None
+        # The adversary's own optimiser; the loop applies the same learning-rate schedule to it.
+        self.adversary_optimizer: torch.optim.Optimizer | None = None
 
     def forward(
         self, student: SegOutput, teacher: SegOutput | None, labels: Tensor

@@ -1,0 +1,376 @@
+"""Sweep files (search_spaces/*.yaml): what to tune, over which ranges, with which resources.
+
+A sweep file holds one full distillation job (`train:`, a `config.TrainConfig`) and the search
+around it (`search:`): ranges of the tuned method's parameters, the paper's values to try first,
+the ASHA scheduler, the Optuna storage, the baselines and an optional final stage; `resources:`
+adds what each trial's driver reserves. This is the schema layer only (pydantic and
+yaml.safe_load); `hwd_tune/sweep.py` turns a `SweepConfig` into a Ray Tune `Tuner`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+
+from hwd_tune.config import (
+    METHOD_PARAMS,
+    ConfigError,
+    StrictModel,
+    TrainConfig,
+    apply_overrides,
+    format_validation_error,
+    read_yaml,
+)
+
+ParameterValue = bool | int | float | str  # what a method parameter can hold (MethodConfig.params)
+RESOURCE_TOLERANCE = 1e-9  # float slack when comparing resource sums (Ray rounds to 1e-4 units)
+
+
+# --------------------------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------------------------
+class ParameterRange(StrictModel):
+    """One searched parameter: a continuous range (uniform, loguniform), whole numbers from low
+    to high, both included (int), or a list of values (choice)."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: int | float | None = None
+    high: int | float | None = None
+    values: list[ParameterValue] | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "ParameterRange":
+        if self.type == "choice":
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice takes `values`, not low/high")
+            if not self.values:
+                raise ValueError("a choice needs a non-empty list of `values`")
+            if len(set(map(repr, self.values))) != len(self.values):
+                raise ValueError(f"choice values must be distinct, got {self.values}")
+            return self
+        if self.values is not None:
+            raise ValueError(f"a {self.type} range takes low and high, not `values`")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range needs both low and high")
+        if self.type == "int" and not (isinstance(self.low, int) and isinstance(self.high, int)):
+            raise ValueError(f"an int range needs whole-number bounds, got low={self.low}, high={self.high}")
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low ({self.low}) must be < high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform range needs low > 0, got low={self.low}")
+        return self
+
+    def bounds(self) -> dict[str, ParameterValue]:
+        """The extreme values, by field name ("low", "high" or "values[i]"): the range is valid for
+        a method when every one of them is (the params' constraints are intervals)."""
+        if self.type == "choice":
+            return {f"values[{index}]": value for index, value in enumerate(self.values)}
+        return {"low": self.low, "high": self.high}
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` could be sampled from this range (bounds included)."""
+        if self.type == "choice":
+            # True == 1 in Python, so a bool only matches a bool
+            return any(
+                value == allowed and isinstance(value, bool) == isinstance(allowed, bool)
+                for allowed in self.values
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.type == "int" and not isinstance(value, int):
+            return False
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """Human-readable form for error messages: `loguniform [1, 8]`, `choice [mse, l1]`."""
+        if self.type == "choice":
+            return f"choice {self.values}"
+        return f"{self.type} [{self.low}, {self.high}]"
+
+
+class SchedulerConfig(StrictModel):
+    """ASHA early stopping on the search metric. Counted in training iterations (the `iteration`
+    each report carries), not in number of reports."""
+
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int | None = Field(None, ge=1)  # None: max_t // 10 (4000 of the paper's 40K)
+    reduction_factor: float = Field(3.0, gt=1.0)  # eta; 3 as in Hyperband (Li et al., JMLR 2018)
+    max_t: int | None = Field(None, ge=1)  # None: train.schedule.max_iters (filled in at load)
+
+
+class FinalStageConfig(StrictModel):
+    """Optional last stage: retrain the best `top_k` configurations at full length."""
+
+    top_k: int = Field(0, ge=0)  # 0: no final stage
+    max_iters: int | None = Field(None, ge=1)  # None: train.schedule.max_iters (filled in at load)
+
+
+class SearchConfig(StrictModel):
+    """What Optuna (TPE) searches and how: metric, budget, ranges, first points, scheduler."""
+
+    metric: Literal["val_miou", "val_miou_all", "val_pixel_acc"] = "val_miou"  # architecture.md
+    mode: Literal["max", "min"] = "max"  # every reported metric is higher-is-better
+    num_samples: int = Field(16, ge=1)  # trials in all, points_to_evaluate included
+    max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the resources fit
+    seed: int = 0  # seeds the TPE sampler, so a sweep is reproducible
+    space: dict[str, ParameterRange] = Field(min_length=1)  # parameter of train.method -> range
+    points_to_evaluate: list[dict[str, ParameterValue]] = []  # the paper's Table I values first
+    scheduler: SchedulerConfig = SchedulerConfig()
+    storage: str | None = None  # Optuna storage URL; None: sqlite:///<output_dir>/<name>/optuna.db
+    baselines: list[str] = ["none", "cwd"]  # run once each with default params (Table II columns)
+    final: FinalStageConfig = FinalStageConfig()
+
+
+class SweepResources(StrictModel):
+    """What one trial reserves besides its Ray Train workers (train.resources)."""
+
+    # The trial's driver only coordinates its workers, which reserve their own CPUs: a tiny share
+    # keeps a 2-core host from deadlocking with every CPU held by idle drivers.
+    trial_cpus: float = Field(0.01, ge=0.0)
+
+
+class SweepProblems(ValueError):
+    """Checks across sections that failed, as (field path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{field}: {message}" for field, message in problems))
+
+
+class SweepConfig(StrictModel):
+    """One sweep file: a distillation job, the search around it and the driver's resources."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # names the study and output folder
+    train: TrainConfig  # job "distill"; train.method.name is the method being tuned
+    search: SearchConfig
+    resources: SweepResources = SweepResources()
+    _source: str = PrivateAttr("sweep config")  # the file it came from, for error messages
+
+    @model_validator(mode="after")
+    def _check_and_resolve(self) -> "SweepConfig":
+        problems = sweep_problems(self)
+        if problems:
+            raise SweepProblems(problems)
+        scheduler, max_iters = self.search.scheduler, self.train.schedule.max_iters
+        max_t = scheduler.max_t or max_iters
+        self.search.scheduler = scheduler.model_copy(
+            update={"max_t": max_t, "grace_period": scheduler.grace_period or max(1, max_t // 10)}
+        )
+        if self.search.final.max_iters is None:
+            self.search.final = self.search.final.model_copy(update={"max_iters": max_iters})
+        if self.search.storage is None:
+            self.search.storage = f"sqlite:///{Path(self.train.output_dir) / self.name / 'optuna.db'}"
+        return self
+
+    @property
+    def source(self) -> str:
+        """The file this sweep was loaded from (or "sweep config" when built in code)."""
+        return self._source
+
+
+# --------------------------------------------------------------------------------------------
+# Checks across sections (they need train.method to judge search.space)
+# --------------------------------------------------------------------------------------------
+Problems = list[tuple[str, str]]  # (field path, what is wrong and what is allowed)
+
+
+def sweep_problems(sweep: SweepConfig) -> Problems:
+    """Every inconsistency between `train` and `search`, as (field path, what is allowed)."""
+    problems: Problems = []
+    if sweep.train.job != "distill":
+        message = f"a sweep tunes a distillation: must be 'distill', got {sweep.train.job!r}"
+        problems.append(("train.job", message))
+    if sweep.train.name is not None:
+        message = "must be unset in a sweep: each trial and baseline gets its own run name"
+        problems.append(("train.name", message))
+    problems += _space_problems(sweep)
+    problems += _point_problems(sweep.search)
+    problems += _budget_problems(sweep)
+    problems += _baseline_problems(sweep.search.baselines)
+    storage = sweep.search.storage
+    if storage is not None and "://" not in storage:
+        example = "sqlite:///outputs/optuna.db"
+        message = f"expected an Optuna storage URL such as {example!r}, got {storage!r}"
+        problems.append(("search.storage", message))
+    return problems
+
+
+def _space_problems(sweep: SweepConfig) -> Problems:
+    """Each searched parameter must belong to the tuned method and every bound must satisfy its
+    params model (beta in (0, 1], tau > 0, ...), checked by validating the bounds with it."""
+    method = sweep.train.method.name
+    params_model = METHOD_PARAMS[method]
+    fields = params_model.model_fields
+    problems = []
+    for name, parameter_range in sweep.search.space.items():
+        field = f"search.space.{name}"
+        if name not in fields:
+            message = f"not a parameter of method {method!r}; expected one of {sorted(fields)}"
+            problems.append((field, message))
+            continue
+        if fields[name].annotation is int and parameter_range.type in ("uniform", "loguniform"):
+            message = f"{name} takes whole numbers: use type 'int' or 'choice', not {parameter_range.type!r}"
+            problems.append((f"{field}.type", message))
+            continue
+        for bound, value in parameter_range.bounds().items():
+            try:
+                params_model.model_validate({**sweep.train.method.params, name: value})
+            except ValidationError as error:
+                allowed = "; ".join(item["msg"] for item in error.errors() if item["loc"][:1] == (name,))
+                message = f"{value!r} is not allowed for {name} of method {method!r}: {allowed}"
+                problems.append((f"{field}.{bound}", message))
+    return problems
+
+
+def _point_problems(search: SearchConfig) -> Problems:
+    """Each first point sets every searched parameter to a value inside its range."""
+    problems = []
+    for index, point in enumerate(search.points_to_evaluate):
+        field = f"search.points_to_evaluate[{index}]"
+        for name, value in point.items():
+            if name not in search.space:
+                message = f"not in search.space; expected one of {sorted(search.space)}"
+                problems.append((f"{field}.{name}", message))
+            elif not search.space[name].contains(value):
+                allowed = search.space[name].describe()
+                problems.append((f"{field}.{name}", f"{value!r} is outside search.space.{name}: {allowed}"))
+        missing = sorted(set(search.space) - set(point))
+        if missing:
+            problems.append((field, f"missing {missing}: every point sets every parameter of search.space"))
+    return problems
+
+
+def _budget_problems(sweep: SweepConfig) -> Problems:
+    """Trial counts and the scheduler's time limits against the training schedule."""
+    search, max_iters = sweep.search, sweep.train.schedule.max_iters
+    problems = []
+    if search.num_samples < len(search.points_to_evaluate):
+        points = len(search.points_to_evaluate)
+        message = f"{search.num_samples} is fewer than the {points} points_to_evaluate: must be >= {points}"
+        problems.append(("search.num_samples", message))
+    if search.final.top_k > search.num_samples:
+        message = f"{search.final.top_k} exceeds search.num_samples ({search.num_samples})"
+        problems.append(("search.final.top_k", f"{message}: must be <= it"))
+    scheduler = search.scheduler
+    max_t = scheduler.max_t or max_iters
+    if max_t > max_iters:
+        message = f"{max_t} exceeds train.schedule.max_iters ({max_iters}), where trials stop"
+        problems.append(("search.scheduler.max_t", f"{message}: must be <= it"))
+    if scheduler.type == "asha" and scheduler.grace_period is not None and scheduler.grace_period > max_t:
+        message = f"{scheduler.grace_period} exceeds max_t ({max_t}, default train.schedule.max_iters)"
+        problems.append(("search.scheduler.grace_period", f"{message}: must be <= max_t"))
+    return problems
+
+
+def _baseline_problems(baselines: list[str]) -> Problems:
+    """Baselines are known methods, each listed once."""
+    problems = [
+        (f"search.baselines[{index}]", f"unknown method {method!r}; expected one of {sorted(METHOD_PARAMS)}")
+        for index, method in enumerate(baselines)
+        if method not in METHOD_PARAMS
+    ]
+    if len(set(baselines)) != len(baselines):
+        problems.append(("search.baselines", f"each method at most once, got {baselines}"))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, resources, and the training jobs a sweep runs
+# --------------------------------------------------------------------------------------------
+def load(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Validated sweep from a YAML file plus `a.b.c=value` overrides; errors name file and field."""
+    raw = read_yaml(path)
+    try:
+        sweep = SweepConfig.model_validate(apply_overrides(raw, list(overrides)))
+    except ValidationError as error:
+        raise ConfigError(_describe(error, str(path))) from None
+    sweep._source = str(path)
+    return sweep
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """One line per problem, `source: field: message`, for schema errors and cross-section ones."""
+    for problem in error.errors():
+        cause = problem.get("ctx", {}).get("error")
+        if isinstance(cause, SweepProblems):  # only error then: pydantic runs it on valid fields
+            return "\n".join(f"{source}: {field}: {message}" for field, message in cause.problems)
+    return format_validation_error(error, source)
+
+
+def check_resources(sweep: SweepConfig, available: Mapping[str, float]) -> int:
+    """How many trials fit at once in `available` (`ray.cluster_resources()`, e.g. {"CPU": 2.0}).
+
+    One trial reserves num_workers * cpus_per_worker + trial_cpus CPUs and num_workers *
+    gpus_per_worker GPUs. Raises ConfigError naming the fields when not even one trial fits.
+    """
+    workers = sweep.train.resources
+    needed = {
+        "CPU": workers.num_workers * workers.cpus_per_worker + sweep.resources.trial_cpus,
+        "GPU": workers.num_workers * workers.gpus_per_worker,
+    }
+    fields = {
+        "CPU": "train.resources.num_workers x cpus_per_worker + resources.trial_cpus",
+        "GPU": "train.resources.num_workers x gpus_per_worker",
+    }
+    fits = sweep.search.max_concurrent_trials or math.inf
+    problems = []
+    for kind, per_trial in needed.items():
+        if per_trial <= 0:
+            continue
+        have = float(available.get(kind, 0.0))
+        if per_trial > have + RESOURCE_TOLERANCE:
+            shortage = f"one trial needs {per_trial:g} {kind}s, the cluster has {have:g}"
+            problems.append(f"{sweep.source}: {fields[kind]}: {shortage}; lower them or add nodes")
+        else:
+            fits = min(fits, math.floor(have / per_trial + RESOURCE_TOLERANCE))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return int(fits)
+
+
+def trial_train_config(
+    sweep: SweepConfig, params: Mapping[str, Any], max_iters: int | None = None
+) -> TrainConfig:
+    """The training job of one trial: train.method.params with the sampled `params` on top.
+
+    `max_iters` replaces train.schedule.max_iters (the final stage's full-length retraining).
+    """
+    unknown = sorted(set(params) - set(sweep.search.space))
+    if unknown:
+        searched = sorted(sweep.search.space)
+        raise ValueError(f"{sweep.source}: trial parameters {unknown} are not in search.space {searched}")
+    sampled = {name: _plain(value) for name, value in params.items()}
+    return _train_config(sweep, sweep.train.method.name, {**sweep.train.method.params, **sampled}, max_iters)
+
+
+def baseline_train_config(sweep: SweepConfig, method: str) -> TrainConfig:
+    """The training job of a baseline: `method` with its published default params, same recipe."""
+    if method not in METHOD_PARAMS:
+        expected = sorted(METHOD_PARAMS)
+        raise ValueError(f"{sweep.source}: unknown baseline method {method!r}; expected one of {expected}")
+    return _train_config(sweep, method, {}, None)
+
+
+def _train_config(
+    sweep: SweepConfig, method: str, params: dict[str, Any], max_iters: int | None
+) -> TrainConfig:
+    """sweep.train with another method and params (and optionally length), validated again."""
+    raw = sweep.train.model_dump()
+    raw["method"] = {"name": method, "params": params}
+    if max_iters is not None:
+        raw["schedule"]["max_iters"] = max_iters
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, f"{sweep.source} ({method} {params})")) from None
+
+
+def _plain(value: Any) -> Any:
+    """Python scalar of a sampled value (Tune may hand over numpy scalars)."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,50 @@
+"""Evaluation of a saved checkpoint on a dataset's validation split (single process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from hwd_tune.config import DataConfig, ModelConfig
+from hwd_tune.data.from_config import info_from_config, validation_set
+from hwd_tune.metrics import evaluate
+from hwd_tune.models import load_weights
+from trainables.checkpointing import MODEL_FILE, read_meta
+from trainables.loop import model_from_config
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: str,
+    *,
+    root: str | None = None,
+    flip: bool = False,
+    scales: tuple[float, ...] = (1.0,),
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """mIoU (%, both conventions), pixel accuracy and per-class IoU of a checkpoint directory."""
+    meta = read_meta(checkpoint)
+    trained = meta.get("config", {})
+    data = DataConfig.model_validate({**trained.get("data", {}), "name": dataset, "root": root})
+    info = info_from_config(data)
+    if info.num_classes != meta["num_classes"]:
+        raise ValueError(
+            f"checkpoint {checkpoint} predicts {meta['num_classes']} classes but dataset {dataset!r} "
+            f"has {info.num_classes}"
+        )
+    model_config = ModelConfig.model_validate(trained.get("student", {"arch": meta["arch"]}))
+    model = model_from_config(model_config, info.num_classes)
+    load_weights(model, Path(checkpoint) / MODEL_FILE, strict=True)
+    model.to(torch.device(device))
+    loader = DataLoader(validation_set(data), batch_size=1)
+    confusion = evaluate(model, loader, info.num_classes, device=device, flip=flip, scales=scales)
+    return {
+        "miou": 100 * confusion.miou(),
+        "miou_all": 100 * confusion.miou_all_classes(),
+        "pixel_acc": 100 * confusion.pixel_accuracy(),
+        "iou": [float(v) for v in confusion.iou()],
+        "class_names": info.class_names,
+    }

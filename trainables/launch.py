@@ -1,0 +1,216 @@
+"""Runs the training loop as a Ray Train job: resource plan, run naming, MLflow run, TorchTrainer.
+
+`run_training(config)` is what `hwd-tune train-teacher` / `hwd-tune distill` call; the sweep
+service builds the same `TorchTrainer` through `build_trainer` inside each Tune trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from hwd_tune.config import TrainConfig
+from hwd_tune.data.from_config import info_from_config
+from trainables.loop import train_loop_per_worker
+
+# Fields that do not change what is trained: a re-run that differs only in these resumes.
+_NOT_IN_RUN_KEY = ("name", "resources", "tracking", "output_dir")
+
+
+def run_key(config: TrainConfig) -> str:
+    """Short hash of everything that defines the trained model (not where or how wide it runs)."""
+    content = config.model_dump(mode="json", exclude=set(_NOT_IN_RUN_KEY))
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_name(config: TrainConfig) -> str:
+    """The configured name, or `<job>-<dataset>-<student>-<method>-<hash>` so re-runs resume."""
+    if config.name:
+        return config.name
+    return f"{config.job}-{config.data.name}-{config.student.arch}-{config.method.name}-{run_key(config)}"
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """What one training run reserves from the Ray cluster."""
+
+    num_workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    batch_per_worker: int
+
+    @property
+    def cpus(self) -> float:
+        return self.num_workers * self.cpus_per_worker
+
+    @property
+    def gpus(self) -> float:
+        return self.num_workers * self.gpus_per_worker
+
+    def describe(self) -> str:
+        device = f"{self.gpus_per_worker:g} GPU" if self.gpus_per_worker else "CPU only, gloo"
+        return (
+            f"{self.num_workers} worker(s) x ({self.cpus_per_worker:g} CPU, {device}), "
+            f"batch {self.batch_per_worker} per worker; reserves {self.cpus:g} CPU, {self.gpus:g} GPU"
+        )
+
+
+def resource_plan(config: TrainConfig) -> ResourcePlan:
+    """The resource plan of `config` (validated against the cluster by `check_fits`)."""
+    resources = config.resources
+    return ResourcePlan(
+        num_workers=resources.num_workers,
+        cpus_per_worker=resources.cpus_per_worker,
+        gpus_per_worker=resources.gpus_per_worker,
+        batch_per_worker=config.schedule.batch_size // resources.num_workers,
+    )
+
+
+def check_fits(plan: ResourcePlan, available: dict[str, float]) -> None:
+    """Raises ValueError naming the resources fields when the cluster cannot host the run
+    (Ray would otherwise wait forever for resources that never come)."""
+    cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
+    if plan.cpus > cpus + 1e-9:
+        raise ValueError(
+            f"resources: {plan.num_workers} workers x cpus_per_worker {plan.cpus_per_worker:g} = "
+            f"{plan.cpus:g} CPUs, but the Ray cluster has {cpus:g}; lower resources.num_workers or "
+            "resources.cpus_per_worker (fractions such as 0.5 are allowed)"
+        )
+    if plan.gpus > gpus + 1e-9:
+        raise ValueError(
+            f"resources: {plan.num_workers} workers x gpus_per_worker {plan.gpus_per_worker:g} = "
+            f"{plan.gpus:g} GPUs, but the Ray cluster has {gpus:g}"
+        )
+
+
+def preflight(config: TrainConfig, tracking_uri: str | None) -> None:
+    """Checks that would otherwise fail inside the workers, before any training starts:
+    the dataset, the teacher's source and its class count."""
+    from hwd_tune.data.from_config import training_set
+    from trainables.loop import build_teacher, resolve_teacher_weights
+
+    info = info_from_config(config.data)
+    training_set(config.data)  # raises with the expected layout when files are missing
+    if config.method.name != "none":
+        weights = resolve_teacher_weights(config, tracking_uri)
+        build_teacher(config, info.num_classes, weights, device=_cpu())
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def build_trainer(
+    config: TrainConfig,
+    *,
+    tracking_uri: str | None,
+    mlflow_run_id: str | None,
+    storage_path: str | Path | None = None,
+    extra_loop_config: dict[str, Any] | None = None,
+) -> TorchTrainer:
+    """A TorchTrainer over the one loop; same name + storage = resume from the latest checkpoint."""
+    plan = resource_plan(config)
+    use_gpu = plan.gpus_per_worker > 0
+    storage = Path(storage_path or Path(config.output_dir) / "ray").resolve()
+    loop_config = {
+        "train": config.model_dump(mode="json"),
+        "tracking_uri": tracking_uri,
+        "mlflow_run_id": mlflow_run_id,
+        **(extra_loop_config or {}),
+    }
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=plan.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": plan.cpus_per_worker, **({"GPU": plan.gpus_per_worker} if use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=run_name(config),
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=config.resources.max_failures),
+            # The latest checkpoint is always kept too, so this keeps "the best and the latest".
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val_miou", checkpoint_score_order="max"
+            ),
+        ),
+    )
+
+
+def connect_ray(address: str | None, config: TrainConfig) -> None:
+    """Joins the cluster at `address` (or RAY_ADDRESS), else starts a local Ray sized to the run."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False, configure_logging=False)
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    parent_run_id: str | None = None,
+    extra_loop_config: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) one training job to the end; returns its final metrics and MLflow run id.
+
+    Ray must be initialised by the caller. The MLflow run is created by the driver (or found
+    again on resume, by run name) and logged to by rank 0.
+    """
+    from hwd_tune import tracking
+    from hwd_tune.progress import ProgressMonitor
+
+    tracking_uri = tracking.resolve_tracking_uri(config.tracking.uri, config.output_dir)
+    check_fits(resource_plan(config), ray.cluster_resources())
+    preflight(config, tracking_uri)
+    name = run_name(config)
+    run_id = tracking.start_run(
+        tracking_uri=tracking_uri, experiment=config.tracking.experiment, run_key=name, run_name=name,
+        tags={"hwd.job": config.job, "hwd.method": config.method.name}, parent_run_id=parent_run_id,
+    )
+    logger = tracking.RunLogger(tracking_uri, run_id)
+    logger.log_params(tracking.flatten_params(config.model_dump(mode="json")))
+    logger.log_system_facts()
+    trainer = build_trainer(
+        config, tracking_uri=tracking_uri, mlflow_run_id=run_id, extra_loop_config=extra_loop_config
+    )
+    monitor = (
+        ProgressMonitor(tracking_uri, run_id, config.schedule.max_iters, console=progress)
+        if progress is not None else nullcontext()
+    )
+    try:
+        with monitor:
+            result = trainer.fit()
+    except BaseException as error:
+        logger.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=_reason(error))
+        raise
+    logger.finish("FINISHED")
+    return {
+        "run_id": run_id,
+        "run_name": name,
+        "metrics": dict(result.metrics or {}),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "best_checkpoints": [(c.path, m) for c, m in (result.best_checkpoints or [])],
+        "tracking_uri": tracking_uri,
+    }
+
+
+def _reason(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) < 2000 else text[:1997] + "..."

@@ -1,0 +1,411 @@
+"""The one training loop (`train_loop_per_worker`) for teacher training and distillation.
+
+Ray Train runs it on every worker. It reads everything from its config dict, resumes from
+`ray.train.get_checkpoint()` at the top, validates every `val_interval` iterations with an
+all-reduced confusion matrix and reports `val_miou` (with a checkpoint) to Ray Train / Tune.
+A teacher is a student with the "none" distiller; the loop never branches on the method.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from filelock import FileLock
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from hwd_tune.config import ModelConfig, TrainConfig
+from hwd_tune.data.from_config import info_from_config, training_set, validation_set
+from hwd_tune.data.stream import StreamSampler, TrainingStream, mixed_seed
+from hwd_tune.losses import Distiller, build_distiller, total_loss
+from hwd_tune.metrics import ConfusionMatrix, evaluate
+from hwd_tune.models import build_model, feature_channels, freeze_teacher, load_weights
+from hwd_tune.outputs import SegOutput
+from trainables.checkpointing import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and its last good checkpoint stays."""
+
+
+@dataclass
+class LoopContext:
+    """Everything one worker trains with, built once at the top of the loop."""
+
+    config: TrainConfig
+    rank: int
+    world_size: int
+    device: torch.device
+    class_names: tuple[str, ...]
+    student: nn.Module  # DDP-wrapped when world_size > 1
+    teacher: nn.Module | None
+    distiller: Distiller
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    stream: TrainingStream
+    val_loader: DataLoader
+    iteration: int = 0
+    best_miou: float = -1.0
+    channel_weight_history: list[tuple[int, list[float]]] = field(default_factory=list)
+
+
+def poly_factor(max_iters: int, power: float):
+    """lr multiplier at step i: (1 - i / max_iters) ** power (method.md: power 0.9 in the code)."""
+    return lambda step: max(0.0, 1.0 - step / max_iters) ** power
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def average_gradients(parameters: list[nn.Parameter], world_size: int) -> None:
+    """Averages the gradients of modules outside DDP (a distiller's generator or projector)."""
+    if world_size == 1 or not dist.is_initialized():
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad.div_(world_size)
+
+
+def resolve_teacher_weights(config: TrainConfig, tracking_uri: str | None) -> Path:
+    """Local file of the teacher's weights; registry downloads happen once per node (file lock)."""
+    from hwd_tune import tracking
+
+    cache_dir = Path(config.output_dir).resolve() / "teacher_cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_dir / ".lock")):
+        return tracking.resolve_teacher(config.teacher.source, tracking_uri=tracking_uri, cache_dir=cache_dir)
+
+
+def model_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
+    """The network a `ModelConfig` describes (random weights)."""
+    norm_layer = (lambda channels: nn.Identity()) if model.norm == "none" else None
+    network = build_model(
+        model.arch, num_classes, aux=model.aux, width_multiplier=model.width_multiplier, norm_layer=norm_layer
+    )
+    if not model.dropout:
+        for module in network.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    return network
+
+
+def build_teacher(config: TrainConfig, num_classes: int, weights: Path, device: torch.device) -> nn.Module:
+    """The frozen teacher with its weights (strict load: a class-count mismatch is an error)."""
+    teacher = model_from_config(config.teacher, num_classes)
+    load_weights(teacher, weights, strict=True)
+    channels_last = device.type == "cuda" and config.precision.channels_last
+    return freeze_teacher(teacher.to(device), channels_last=channels_last)
+
+
+def build_context(loop_config: dict[str, Any]) -> LoopContext:
+    """Datasets, student (+DDP), frozen teacher, distiller, optimiser and schedule of one worker."""
+    config = TrainConfig.model_validate(loop_config["train"])
+    train_context = ray.train.get_context()
+    rank, world_size = train_context.get_world_rank(), train_context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.seed)  # identical initial weights on every worker
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    info = info_from_config(config.data)
+    student = model_from_config(config.student, info.num_classes)
+    if config.student.weights:
+        load_weights(student, config.student.weights, strict=False)
+    if config.precision.sync_batchnorm and world_size > 1:
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    if device.type == "cuda" and config.precision.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+
+    teacher = None
+    method = config.method.resolved_params()
+    if config.method.name != "none":
+        weights = resolve_teacher_weights(config, loop_config.get("tracking_uri"))
+        teacher = build_teacher(config, info.num_classes, weights, device)
+    channels = (
+        feature_channels(config.student.arch, config.student.width_multiplier),
+        feature_channels(config.teacher.arch, config.teacher.width_multiplier),
+    )
+    distiller = build_distiller(
+        config.method.name, num_classes=info.num_classes, feature_channels=channels,
+        aux_weight=config.task.aux_weight, ignore_index=config.task.ignore_index, **method.model_dump(),
+    ).to(device)
+
+    student = ray.train.torch.prepare_model(student)  # DDP when world_size > 1
+    trainable = [p for p in student.parameters() if p.requires_grad] + list(distiller.student_parameters())
+    optimizer = torch.optim.SGD(
+        trainable, lr=config.optimizer.lr, momentum=config.optimizer.momentum,
+        weight_decay=config.optimizer.weight_decay,
+    )
+    schedule = poly_factor(config.schedule.max_iters, config.optimizer.poly_power)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and config.precision.amp == "fp16")
+
+    dataset, transforms = training_set(config.data)
+    stream = TrainingStream(dataset, transforms, seed=config.seed)
+    val_set = validation_set(config.data)
+    val_indices = list(range(rank, len(val_set), world_size))  # each worker a disjoint share
+    val_loader = DataLoader(torch.utils.data.Subset(val_set, val_indices), batch_size=1,
+                            num_workers=min(config.data.loader_workers, 2))
+    return LoopContext(
+        config=config, rank=rank, world_size=world_size, device=device, class_names=info.class_names,
+        student=student, teacher=teacher, distiller=distiller, optimizer=optimizer, scheduler=scheduler,
+        scaler=scaler, stream=stream, val_loader=val_loader,
+    )
+
+
+def restore(context: LoopContext, checkpoint: ray.train.Checkpoint) -> None:
+    """Continues from a Ray Train checkpoint at its exact iteration (weights, optimiser, RNG...)."""
+    with checkpoint.as_directory() as directory:
+        model_state, train_state, _ = load_checkpoint(directory)
+    unwrap(context.student).load_state_dict(model_state)
+    context.distiller.load_state_dict(train_state["distiller"])
+    context.optimizer.load_state_dict(train_state["optimizer"])
+    context.scheduler.load_state_dict(train_state["scheduler"])
+    context.scaler.load_state_dict(train_state["scaler"])
+    restore_rng_state(train_state["rng"])
+    context.iteration = int(train_state["iteration"])
+    context.best_miou = float(train_state["best_miou"])
+    context.channel_weight_history = [(int(i), list(w)) for i, w in train_state.get("channel_weights", [])]
+
+
+def training_loader(context: LoopContext) -> DataLoader:
+    """Batches of this worker for the remaining iterations, in the run's fixed order."""
+    config = context.config
+    per_worker = config.schedule.batch_size // context.world_size
+    sampler = StreamSampler(
+        per_worker, rank=context.rank, world_size=context.world_size,
+        start_iteration=context.iteration, stop_iteration=config.schedule.max_iters,
+    )
+    loader = DataLoader(
+        context.stream, batch_size=per_worker, sampler=sampler, num_workers=config.data.loader_workers,
+        pin_memory=context.device.type == "cuda", drop_last=True,
+        persistent_workers=False,
+    )
+    return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+
+
+def autocast(context: LoopContext):
+    """Mixed precision on GPU when configured; a no-op on CPU."""
+    amp = context.config.precision.amp
+    if context.device.type != "cuda" or amp == "none":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_step(
+    context: LoopContext, images: Tensor, labels: Tensor
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """One optimiser step: (detached loss terms of the student, the adversary's logged terms)."""
+    if context.device.type == "cuda" and context.config.precision.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(context):
+        student_out: SegOutput = context.student(images)
+        teacher_out = None
+        if context.teacher is not None:
+            with torch.no_grad():
+                teacher_out = context.teacher(images)
+        terms = context.distiller(student_out, teacher_out, labels)
+        loss = total_loss(terms)
+    if not torch.isfinite(loss):
+        values = {name: float(value) for name, value in terms.items()}
+        raise NonFiniteLossError(
+            f"non-finite loss at iteration {context.iteration + 1}: {values}; "
+            "the last good checkpoint is kept"
+        )
+    context.optimizer.zero_grad(set_to_none=True)
+    context.scaler.scale(loss).backward()
+    average_gradients(list(context.distiller.student_parameters()), context.world_size)
+    context.scaler.step(context.optimizer)
+    context.scaler.update()
+    context.scheduler.step()
+    adversary_terms: dict[str, Tensor] = {}
+    if context.distiller.adversary_optimizer is not None:
+        decay = context.scheduler.get_last_lr()[0] / context.config.optimizer.lr  # same poly decay
+        for group in context.distiller.adversary_optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * decay
+        adversary_terms = context.distiller.adversary_step(student_out, teacher_out, labels)
+    return {name: value.detach() for name, value in terms.items()}, adversary_terms
+
+
+def validate(context: LoopContext) -> tuple[dict[str, float], list[float]]:
+    """Validation metrics (mIoU in %, the paper's scale) over all workers, and per-class IoU."""
+    num_classes = len(context.class_names)
+    confusion = evaluate(
+        unwrap(context.student), context.val_loader, num_classes, device=context.device,
+        ignore_index=context.config.task.ignore_index,
+    )
+    confusion.all_reduce()
+    iou = [float(v) for v in confusion.iou()]
+    metrics = {
+        "val_miou": 100.0 * confusion.miou(),
+        "val_miou_all": 100.0 * confusion.miou_all_classes(),
+        "val_pixel_acc": 100.0 * confusion.pixel_accuracy(),
+    }
+    return {name: (0.0 if math.isnan(value) else value) for name, value in metrics.items()}, iou
+
+
+def checkpoint_meta(context: LoopContext, metrics: dict[str, float]) -> dict[str, Any]:
+    """meta.json: what the weights are, so `evaluate` and the registry can rebuild the model."""
+    config = context.config
+    return {
+        "arch": config.student.arch,
+        "width_multiplier": config.student.width_multiplier,
+        "aux": config.student.aux,
+        "num_classes": len(context.class_names),
+        "dataset": config.data.name,
+        "method": config.method.name,
+        "iteration": context.iteration,
+        **metrics,
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def write_checkpoint(context: LoopContext, directory: Path, metrics: dict[str, float]) -> Path:
+    """Saves model.pt, train_state.pt and meta.json of the current state into `directory`."""
+    train_state = {
+        "iteration": context.iteration,
+        "best_miou": context.best_miou,
+        "optimizer": context.optimizer.state_dict(),
+        "scheduler": context.scheduler.state_dict(),
+        "scaler": context.scaler.state_dict(),
+        "distiller": context.distiller.state_dict(),
+        "rng": capture_rng_state(),
+        "channel_weights": context.channel_weight_history,
+    }
+    return save_checkpoint(
+        directory, model_state=unwrap(context.student).state_dict(), train_state=train_state,
+        meta=checkpoint_meta(context, metrics),
+    )
+
+
+class RankZeroTracker:
+    """MLflow logging of rank 0 (a no-op elsewhere, or when the run is not tracked)."""
+
+    def __init__(self, context: LoopContext, loop_config: dict[str, Any]) -> None:
+        self.logger = None
+        self.tracking_uri = loop_config.get("tracking_uri")
+        self.run_id = loop_config.get("mlflow_run_id")
+        if context.rank == 0 and self.run_id:
+            from hwd_tune import tracking
+
+            self.tracking = tracking
+            self.logger = tracking.RunLogger(self.tracking_uri, self.run_id)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.logger:
+            self.logger.log_metrics(metrics, step=step)
+
+    def on_validation(self, context: LoopContext, iou: list[float], checkpoint_dir: Path, improved: bool) -> None:
+        """Keeps the best checkpoint's files and registers teacher milestones."""
+        if not self.logger:
+            return
+        if improved:
+            self.logger.log_class_iou(iou, context.class_names, step=context.iteration)
+            self.logger.log_artifact_dir(checkpoint_dir, "best_checkpoint")
+        config = context.config
+        if config.job != "teacher":
+            return
+        aliases = []
+        if context.iteration in config.teacher.milestones:
+            aliases.append(self.tracking.milestone_alias(context.iteration))
+        if improved:
+            aliases.append("best")
+        if aliases:
+            self.tracking.register_teacher(
+                tracking_uri=self.tracking_uri, run_id=self.run_id, checkpoint_dir=checkpoint_dir,
+                dataset=config.data.name, arch=config.student.arch, aliases=aliases,
+            )
+
+    def finish(self, context: LoopContext) -> None:
+        if self.logger and context.channel_weight_history:
+            iterations = [i for i, _ in context.channel_weight_history]
+            weights = [w for _, w in context.channel_weight_history]
+            self.logger.log_channel_weights(iterations, weights, context.class_names)
+
+
+def maybe_inject_fault(loop_config: dict[str, Any], context: LoopContext) -> None:
+    """Test hook, off by default: kills this worker process once at a given iteration."""
+    fault = loop_config.get("fault_injection")
+    if not fault or context.rank != fault["rank"] or context.iteration != fault["iteration"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(context.iteration))
+    os._exit(1)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point. loop_config: {"train": TrainConfig dict, "tracking_uri", "mlflow_run_id"}."""
+    context = build_context(loop_config)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        restore(context, checkpoint)
+    tracker = RankZeroTracker(context, loop_config)
+    schedule = context.config.schedule
+    global_batch = schedule.batch_size
+
+    context.student.train()
+    context.distiller.train()
+    window_terms: dict[str, Tensor] = {}
+    window_start, window_iters = time.perf_counter(), 0
+    for images, labels in training_loader(context):
+        maybe_inject_fault(loop_config, context)
+        # Dropout and the distillers' random draws depend only on (seed, rank, iteration), so a
+        # resumed run repeats exactly what an uninterrupted one would have drawn.
+        torch.manual_seed(mixed_seed(mixed_seed(context.config.seed, context.rank), context.iteration))
+        terms, adversary_terms = train_step(context, images, labels)
+        context.iteration += 1
+        window_iters += 1
+        window_terms["total"] = window_terms.get("total", 0.0) + total_loss(terms).float()
+        for name, value in {**terms, **adversary_terms}.items():
+            window_terms[name] = window_terms.get(name, 0.0) + value.float()
+
+        if context.iteration % schedule.log_interval == 0 or context.iteration == schedule.max_iters:
+            elapsed = time.perf_counter() - window_start
+            losses = {f"loss/{name}": float(total) / window_iters for name, total in window_terms.items()}
+            weights = getattr(context.distiller, "last_channel_weights", None)
+            if weights is not None:
+                context.channel_weight_history.append((context.iteration, weights.float().cpu().tolist()))
+            tracker.log_metrics(
+                {**losses, "lr": context.scheduler.get_last_lr()[0],
+                 "images_per_s": global_batch * window_iters / max(elapsed, 1e-9),
+                 "iteration": context.iteration},
+                step=context.iteration,
+            )
+            window_terms, window_start, window_iters = {}, time.perf_counter(), 0
+
+        if context.iteration % schedule.val_interval == 0 or context.iteration == schedule.max_iters:
+            metrics, iou = validate(context)
+            improved = metrics["val_miou"] > context.best_miou
+            context.best_miou = max(context.best_miou, metrics["val_miou"])
+            report = {**metrics, "best_val_miou": context.best_miou, "iteration": context.iteration}
+            tracker.log_metrics(report, step=context.iteration)
+            with tempfile.TemporaryDirectory() as temporary:
+                checkpoint_dir = Path(temporary)
+                if context.rank == 0:
+                    write_checkpoint(context, checkpoint_dir, metrics)
+                    tracker.on_validation(context, iou, checkpoint_dir, improved)
+                ray.train.report(
+                    report,
+                    checkpoint=ray.train.Checkpoint.from_directory(temporary) if context.rank == 0 else None,
+                )
+            context.student.train()
+            window_start = time.perf_counter()
+    tracker.finish(context)
