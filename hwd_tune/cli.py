@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from hwd_tune import __version__
 
@@ -13,6 +17,22 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config value: --set schedule.max_iters=1000 (repeatable)."),
+]
+WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Ray Train workers (resources.num_workers).")]
+GpusOption = Annotated[
+    Optional[float], typer.Option("--gpus-per-worker", help="GPUs per worker (resources.gpus_per_worker).")
+]
+CpusOption = Annotated[
+    Optional[float], typer.Option("--cpus-per-worker", help="CPUs per worker (resources.cpus_per_worker).")
+]
+AddressOption = Annotated[
+    Optional[str],
+    typer.Option("--address", help="Ray cluster to join ('auto', ray://...); default: RAY_ADDRESS or a local Ray."),
+]
 
 
 @app.command()
@@ -33,13 +53,99 @@ def methods() -> None:
         console.print(f"[bold]{name}[/bold] {defaults}")
 
 
+def _overrides(sets: list[str] | None, workers: int | None, gpus: float | None, cpus: float | None) -> list[str]:
+    overrides = list(sets or [])
+    for key, value in (("num_workers", workers), ("gpus_per_worker", gpus), ("cpus_per_worker", cpus)):
+        if value is not None:
+            overrides.append(f"resources.{key}={value}")
+    return overrides
+
+
+def _train(job: str, config_path: Path, overrides: list[str], address: str | None) -> None:
+    from hwd_tune.config import ConfigError, load_train_config
+    from trainables.launch import connect_ray, resource_plan, run_training
+
+    forced = ["job=teacher", "method.name=none"] if job == "teacher" else ["job=distill"]
+    try:
+        config = load_train_config(config_path, overrides + forced)
+    except ConfigError as error:
+        console.print(f"[red]invalid configuration[/red]\n{error}")
+        raise typer.Exit(code=2) from None
+    console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}")
+    connect_ray(address, config)
+    try:
+        outcome = run_training(config, progress=console)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]cannot start[/red]: {error}")
+        raise typer.Exit(code=2) from None
+    metrics = outcome["metrics"]
+    console.print(
+        f"[green]done[/green] {outcome['run_name']}: val_miou {metrics.get('val_miou', float('nan')):.2f}, "
+        f"best {metrics.get('best_val_miou', float('nan')):.2f} (MLflow run {outcome['run_id']})"
+    )
+    console.print(f"checkpoint: {outcome['checkpoint']}")
+
+
+@app.command("train-teacher")
+def train_teacher(
+    config: Annotated[Path, typer.Argument(help="Training YAML (see hwd_tune/config.py: TrainConfig).")],
+    set_: SetOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
+    cpus_per_worker: CpusOption = None,
+    address: AddressOption = None,
+) -> None:
+    """Train a teacher; versions are registered in MLflow at teacher.milestones (aliases iter-80k, ..., best)."""
+    _train("teacher", config, _overrides(set_, workers, gpus_per_worker, cpus_per_worker), address)
+
+
+@app.command()
+def distill(
+    config: Annotated[Path, typer.Argument(help="Training YAML with teacher.source and method.")],
+    set_: SetOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusOption = None,
+    cpus_per_worker: CpusOption = None,
+    address: AddressOption = None,
+) -> None:
+    """Distil a student from a frozen teacher (re-running the same command resumes)."""
+    _train("distill", config, _overrides(set_, workers, gpus_per_worker, cpus_per_worker), address)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (model.pt + meta.json).")],
+    data: Annotated[str, typer.Option("--data", help="Dataset name: ade20k, cityscapes, cocostuff, voc, synthetic.")],
+    root: Annotated[Optional[str], typer.Option("--root", help="Dataset directory (not for synthetic).")] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped image.")] = False,
+    scales: Annotated[str, typer.Option("--scales", help="Comma-separated input scales, e.g. 0.75,1.0,1.25.")] = "1.0",
+) -> None:
+    """Evaluate a checkpoint on a dataset's validation split: mIoU and per-class IoU."""
+    from trainables.evaluation import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(
+            checkpoint, data, root=root, flip=flip, scales=tuple(float(s) for s in scales.split(","))
+        )
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]cannot evaluate[/red]: {error}")
+        raise typer.Exit(code=2) from None
+    table = Table("class", "IoU %")
+    for name, iou in zip(result["class_names"], result["iou"]):
+        table.add_row(name, "absent" if iou != iou else f"{100 * iou:.2f}")
+    console.print(table)
+    console.print(
+        f"mIoU {result['miou']:.2f} (classes present), {result['miou_all']:.2f} (all classes, the authors'), "
+        f"pixel accuracy {result['pixel_acc']:.2f}"
+    )
+
+
 @app.command()
 def quickstart() -> None:
     """Train a synthetic teacher, run a small HWD sweep and print the best tau, mu, beta."""
     console.print(
-        "[yellow]hwd-tune quickstart is not yet available:[/yellow] the losses, models, data "
-        "and metric layers are in place; the Ray Train loop and the sweep service come next "
-        "(see the README's roadmap)."
+        "[yellow]hwd-tune quickstart is not yet available:[/yellow] the losses, models, data, metric "
+        "and Ray Train layers are in place; the sweep service comes next (see the README's roadmap)."
     )
     raise typer.Exit(code=2)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from hwd_tune.config import TrainConfig
 from hwd_tune.data.from_config import info_from_config
+from trainables.checkpointing import META_FILE, MODEL_FILE
 from trainables.loop import train_loop_per_worker
 
 # Fields that do not change what is trained: a re-run that differs only in these resumes.
@@ -200,6 +203,9 @@ def run_training(
     except BaseException as error:
         logger.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=_reason(error))
         raise
+    best = best_checkpoint(result)
+    if best is not None:
+        publish_best(config, tracking_uri, run_id, logger, best)
     logger.finish("FINISHED")
     return {
         "run_id": run_id,
@@ -209,6 +215,30 @@ def run_training(
         "best_checkpoints": [(c.path, m) for c, m in (result.best_checkpoints or [])],
         "tracking_uri": tracking_uri,
     }
+
+
+def best_checkpoint(result: Any) -> Path | None:
+    """Local directory of the run's best checkpoint by val_miou (Ray keeps it with the latest)."""
+    scored = [(metrics.get("val_miou", float("-inf")), checkpoint) for checkpoint, metrics in result.best_checkpoints or []]
+    if not scored:
+        return None
+    return Path(max(scored, key=lambda pair: pair[0])[1].path)
+
+
+def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path) -> None:
+    """Logs the best weights (model.pt + meta.json, not the optimiser state) on the run, and for
+    a teacher sets the registry alias "best" on a version holding them."""
+    from hwd_tune import tracking
+
+    with tempfile.TemporaryDirectory() as temporary:
+        for name in (MODEL_FILE, META_FILE):
+            shutil.copy2(best / name, Path(temporary) / name)
+        logger.log_artifact_dir(temporary, "best_checkpoint")
+        if config.job == "teacher":
+            tracking.register_teacher(
+                tracking_uri=tracking_uri, run_id=run_id, checkpoint_dir=temporary,
+                dataset=config.data.name, arch=config.student.arch, aliases=["best"],
+            )
 
 
 def _reason(error: BaseException) -> str:

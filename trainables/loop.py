@@ -312,24 +312,17 @@ class RankZeroTracker:
             self.logger.log_metrics(metrics, step=step)
 
     def on_validation(self, context: LoopContext, iou: list[float], checkpoint_dir: Path, improved: bool) -> None:
-        """Keeps the best checkpoint's files and registers teacher milestones."""
+        """Per-class IoU of each new best; a teacher's milestone versions go to the registry."""
         if not self.logger:
             return
         if improved:
             self.logger.log_class_iou(iou, context.class_names, step=context.iteration)
-            self.logger.log_artifact_dir(checkpoint_dir, "best_checkpoint")
         config = context.config
-        if config.job != "teacher":
-            return
-        aliases = []
-        if context.iteration in config.teacher.milestones:
-            aliases.append(self.tracking.milestone_alias(context.iteration))
-        if improved:
-            aliases.append("best")
-        if aliases:
+        if config.job == "teacher" and context.iteration in config.teacher.milestones:
             self.tracking.register_teacher(
                 tracking_uri=self.tracking_uri, run_id=self.run_id, checkpoint_dir=checkpoint_dir,
-                dataset=config.data.name, arch=config.student.arch, aliases=aliases,
+                dataset=config.data.name, arch=config.student.arch,
+                aliases=[self.tracking.milestone_alias(context.iteration)],
             )
 
     def finish(self, context: LoopContext) -> None:
@@ -337,6 +330,13 @@ class RankZeroTracker:
             iterations = [i for i, _ in context.channel_weight_history]
             weights = [w for _, w in context.channel_weight_history]
             self.logger.log_channel_weights(iterations, weights, context.class_names)
+
+
+def is_validation_iteration(context: LoopContext) -> bool:
+    """Every val_interval, at the end, and at a teacher's registry milestones."""
+    config, iteration = context.config, context.iteration
+    milestone = config.job == "teacher" and iteration in config.teacher.milestones
+    return iteration % config.schedule.val_interval == 0 or iteration == config.schedule.max_iters or milestone
 
 
 def maybe_inject_fault(loop_config: dict[str, Any], context: LoopContext) -> None:
@@ -349,6 +349,13 @@ def maybe_inject_fault(loop_config: dict[str, Any], context: LoopContext) -> Non
         return
     marker.write_text(str(context.iteration))
     os._exit(1)
+
+
+def maybe_fail_on_purpose(loop_config: dict[str, Any], context: LoopContext) -> None:
+    """Test hook, off by default: raises at iteration `fail_at_iteration` (a trial that breaks)."""
+    fail_at = loop_config.get("fail_at_iteration")
+    if fail_at is not None and context.iteration == fail_at:
+        raise RuntimeError(f"failing on purpose at iteration {fail_at} (loop_config fail_at_iteration test hook)")
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -367,6 +374,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     window_start, window_iters = time.perf_counter(), 0
     for images, labels in training_loader(context):
         maybe_inject_fault(loop_config, context)
+        maybe_fail_on_purpose(loop_config, context)
         # Dropout and the distillers' random draws depend only on (seed, rank, iteration), so a
         # resumed run repeats exactly what an uninterrupted one would have drawn.
         torch.manual_seed(mixed_seed(mixed_seed(context.config.seed, context.rank), context.iteration))
@@ -391,7 +399,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             )
             window_terms, window_start, window_iters = {}, time.perf_counter(), 0
 
-        if context.iteration % schedule.val_interval == 0 or context.iteration == schedule.max_iters:
+        if is_validation_iteration(context):
             metrics, iou = validate(context)
             improved = metrics["val_miou"] > context.best_miou
             context.best_miou = max(context.best_miou, metrics["val_miou"])
