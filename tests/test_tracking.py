@@ -587,3 +587,30 @@ def test_register_and_resolve_through_an_http_server(http_server, tmp_path):
         tracking.resolve_teacher("models:/teacher-synthetic-tiny@iter-160k", tracking_uri=http_server,
                                  cache_dir=tmp_path / "cache")
     run_logger.finish("FINISHED")
+
+
+@pytest.mark.slow
+def test_teacher_and_distillation_log_to_an_http_server(http_server, ray_local, tmp_path):
+    """The whole path against a real `mlflow server` (proxied artifacts): a tiny teacher is
+    registered on the server and a small HWD distillation takes it by alias."""
+    from tests.trainables.helpers import TINY_TEACHER, tiny_config
+    from trainables.launch import run_training
+
+    remote = {"uri": http_server, "experiment": "remote"}
+    teacher = run_training(tiny_config(
+        tmp_path, name="remote-teacher", student=dict(TINY_TEACHER), teacher={"milestones": [10]},
+        schedule={"max_iters": 10, "val_interval": 10}, tracking=remote,
+    ))
+    student = run_training(tiny_config(
+        tmp_path, name="remote-student", job="distill", method={"name": "hwd"}, tracking=remote,
+        teacher={"source": "models:/teacher-synthetic-deeplabv3_resnet18@iter-10"},
+        schedule={"max_iters": 6, "val_interval": 3},
+    ))
+    assert teacher["tracking_uri"] == student["tracking_uri"] == http_server
+    client = MlflowClient(http_server)
+    assert set(client.get_registered_model("teacher-synthetic-deeplabv3_resnet18").aliases) == {"iter-10", "best"}
+    run = client.get_run(student["run_id"])
+    assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert [m.step for m in client.get_metric_history(student["run_id"], "val_miou")] == [3, 6]
+    assert {a.path for a in client.list_artifacts(student["run_id"])} >= {"best_checkpoint", "channel_weights"}
+    assert not list(tmp_path.glob("mlflow/**/*.pt"))  # nothing written to a local store
