@@ -21,7 +21,7 @@ from hwd_tune.losses import build_distiller, total_loss
 from hwd_tune.metrics import evaluate
 from hwd_tune.models import build_model, feature_channels, freeze_teacher
 
-NUM_CLASSES = 6
+NUM_CLASSES = 6  # overridden by --classes
 
 
 def loaders(image_size: int, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
@@ -70,17 +70,23 @@ def main() -> None:
     parser.add_argument("--methods", default="none,cwd,hwd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--classes", type=int, default=6)
+    parser.add_argument("--teacher-width", type=float, default=0.5)
+    parser.add_argument("--student-width", type=float, default=0.125)
+    parser.add_argument("--lr", type=float, default=0.02)
     args = parser.parse_args()
+    global NUM_CLASSES
+    NUM_CLASSES = args.classes
     torch.set_num_threads(args.threads)
     train_loader, val_loader = loaders(args.image_size, 8, args.seed)
 
     torch.manual_seed(args.seed)
-    teacher_arch, teacher_width = "deeplabv3_resnet18", 0.5
-    student_arch, student_width = "deeplabv3_resnet18", 0.125
+    teacher_arch, teacher_width = "deeplabv3_resnet18", args.teacher_width
+    student_arch, student_width = "deeplabv3_resnet18", args.student_width
     teacher = build_model(teacher_arch, NUM_CLASSES, width_multiplier=teacher_width)
     start = time.perf_counter()
     train(teacher, build_distiller("none", num_classes=NUM_CLASSES), None, train_loader,
-          args.teacher_iters, lr=0.02)
+          args.teacher_iters, lr=args.lr)
     print(f"teacher {teacher_arch} x{teacher_width}: {miou(teacher, val_loader):.2f} mIoU "
           f"({args.teacher_iters} iters, {time.perf_counter() - start:.0f} s)", flush=True)
     teacher = freeze_teacher(teacher)
@@ -91,7 +97,7 @@ def main() -> None:
         student = build_model(student_arch, NUM_CLASSES, width_multiplier=student_width)
         distiller = build_distiller(method, num_classes=NUM_CLASSES, feature_channels=channels)
         start = time.perf_counter()
-        train(student, distiller, teacher if method != "none" else None, train_loader, args.iters, lr=0.02)
+        train(student, distiller, teacher if method != "none" else None, train_loader, args.iters, lr=args.lr)
         print(f"student {student_arch} x{student_width} + {method}: {miou(student, val_loader):.2f} mIoU "
               f"({args.iters} iters, {time.perf_counter() - start:.0f} s)", flush=True)
 

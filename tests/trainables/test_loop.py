@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+import re
+
 import pytest
+import torch
+from mlflow import MlflowClient
 
 from tests.trainables.helpers import tiny_config
 from trainables.checkpointing import MODEL_FILE, load_checkpoint
-from trainables.launch import build_trainer, run_name
+from trainables.launch import build_trainer, run_name, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +50,38 @@ def test_killed_worker_is_restarted_and_the_run_equals_an_uninterrupted_one(ray_
     two_workers = {"resources": {"num_workers": 2, "cpus_per_worker": 0.5, "max_failures": 1}}
     clean = fit(tiny_config(tmp_path / "clean", name="clean", **two_workers))
     marker = tmp_path / "killed-once"
-    faulty = fit(
-        tiny_config(tmp_path / "faulty", name="faulty", **two_workers),
-        extra_loop_config={"fault_injection": {"rank": 1, "iteration": 5, "marker": str(marker)}},
+    faulty_config = tiny_config(tmp_path / "faulty", name="faulty", **two_workers)
+    faulty = run_training(
+        faulty_config, extra_loop_config={"fault_injection": {"rank": 1, "iteration": 5, "marker": str(marker)}}
     )
     assert marker.read_text() == "5"  # the worker really died
-    assert faulty.metrics["iteration"] == clean.metrics["iteration"] == 8
-    expected, resumed = final_weights(clean), final_weights(faulty)
+    assert faulty["metrics"]["iteration"] == clean.metrics["iteration"] == 8
+    expected = final_weights(clean)
+    resumed = load_checkpoint(faulty["checkpoint"])[0]
     for key in expected:
         assert torch.equal(resumed[key], expected[key]), key
+    client = MlflowClient(faulty["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert [run.info.run_name for run in runs] == ["faulty"]  # one MLflow run, not one per restart
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 4, 8] or \
+        [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 8]
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(ray_local, tmp_path):
+    """An absurd learning rate makes the loss overflow: the run fails naming the iteration and
+    the loss terms, and the checkpoint reported before that is intact."""
+    config = tiny_config(tmp_path, name="diverges", optimizer={"lr": 1e12},
+                         schedule={"max_iters": 30, "val_interval": 1})
+    trainer = build_trainer(config, tracking_uri=None, mlflow_run_id=None)
+    with pytest.raises(Exception, match=r"non-finite loss at iteration (\d+): \{'ce'") as failure:
+        trainer.fit()
+    failed_at = int(re.search(r"non-finite loss at iteration (\d+)", str(failure.value)).group(1))
+    assert 1 < failed_at <= 30
+    checkpoints = sorted(p for p in (tmp_path / "ray" / "diverges").glob("checkpoint_*") if p.is_dir())
+    assert checkpoints, "the checkpoints of the good iterations must stay"
+    weights, train_state, meta = load_checkpoint(checkpoints[-1])
+    assert train_state["iteration"] == meta["iteration"] == failed_at - 1
+    assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
 
 
 def test_rerunning_a_finished_run_resumes_instead_of_training_again(ray_local, tmp_path):
