@@ -98,8 +98,8 @@ def test_paper_files_hold_the_papers_recipe(stem):
 def test_quickstart_is_small_and_fits_two_cores():
     sweep = load(SEARCH_SPACES / "quickstart.yaml")
     train = sweep.train
-    assert train.data.name == "synthetic" and train.data.synthetic.num_classes == 6
-    assert (train.student.width_multiplier, train.teacher.width_multiplier) == (0.125, 0.5)
+    assert train.data.name == "synthetic" and train.data.synthetic.num_classes == 4
+    assert (train.student.width_multiplier, train.teacher.width_multiplier) == (0.125, 0.25)
     assert train.teacher.source == "models:/teacher-synthetic-deeplabv3_resnet18@best"
     assert (train.schedule.max_iters, train.schedule.val_interval, train.schedule.batch_size) == (200, 25, 8)
     assert (sweep.search.num_samples, sweep.search.scheduler.grace_period) == (8, 50)
@@ -173,8 +173,8 @@ BAD_OVERRIDES = [
       "search.points_to_evaluate=[{tau: 4.0, mu: 0.0, beta: 0.1}, {tau: 2.0, mu: 1.0, beta: 0.5}]"],
      r"search\.num_samples: 1 is fewer than the 2 points_to_evaluate"),
     # scheduler, stages, baselines
-    (["search.scheduler.grace_period=500"], r"search\.scheduler\.grace_period: 500 exceeds max_t \(200"),
-    (["search.scheduler.max_t=400"], r"search\.scheduler\.max_t: 400 exceeds .*max_iters \(200\)"),
+    (["search.scheduler.grace_period=500"], r"search\.scheduler\.grace_period: 500 exceeds max_t \(150"),
+    (["search.scheduler.max_t=400"], r"search\.scheduler\.max_t: 400 exceeds .*max_iters \(150\)"),
     (["search.scheduler.reduction_factor=1"], r"scheduler\.reduction_factor: Input should be greater than 1"),
     (["search.final.top_k=9"], r"search\.final\.top_k: 9 exceeds search\.num_samples \(8\)"),
     (["search.baselines=[none, fancy]"], r"search\.baselines\[1\]: unknown method 'fancy'"),
