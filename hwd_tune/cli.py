@@ -72,7 +72,7 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
         console.print(f"[red]invalid configuration[/red]\n{error}")
         raise typer.Exit(code=2) from None
     console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}")
-    connect_ray(address, config)
+    connect_ray(address)
     try:
         outcome = run_training(config, progress=console)
     except (ValueError, FileNotFoundError) as error:
@@ -141,13 +141,46 @@ def evaluate(
 
 
 @app.command()
-def quickstart() -> None:
-    """Train a synthetic teacher, run a small HWD sweep and print the best tau, mu, beta."""
-    console.print(
-        "[yellow]hwd-tune quickstart is not yet available:[/yellow] the losses, models, data, metric "
-        "and Ray Train layers are in place; the sweep service comes next (see the README's roadmap)."
-    )
-    raise typer.Exit(code=2)
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep YAML (search_spaces/*.yaml, see hwd_tune/sweep_config.py).")],
+    set_: SetOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed sweep: finished trials are kept.")] = False,
+    address: AddressOption = None,
+) -> None:
+    """Tune the method's parameters (tau, mu, beta) with Optuna + ASHA; prints the best and the baselines."""
+    from hwd_tune import sweep as sweep_service
+    from hwd_tune.config import ConfigError, load
+    from trainables.launch import connect_ray
+
+    try:
+        sweep_config = load(config, list(set_ or []))
+    except ConfigError as error:
+        console.print(f"[red]invalid sweep[/red]\n{error}")
+        raise typer.Exit(code=2) from None
+    connect_ray(address)
+    try:
+        sweep_service.run(sweep_config, resume=resume, console=console)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]cannot start the sweep[/red]: {error}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def quickstart(
+    output_dir: Annotated[str, typer.Option("--output-dir", help="Where runs, checkpoints and MLflow go.")] = "outputs",
+    address: AddressOption = None,
+) -> None:
+    """Train a synthetic teacher, run a small HWD sweep (+ baselines) and print the best tau, mu, beta."""
+    from hwd_tune.config import ConfigError
+    from hwd_tune.quickstart import run_quickstart
+    from trainables.launch import connect_ray
+
+    connect_ray(address)
+    try:
+        run_quickstart(output_dir=output_dir, console=console)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]quickstart stopped[/red]: {error}")
+        raise typer.Exit(code=2) from None
 
 
 if __name__ == "__main__":

@@ -821,8 +821,15 @@ def _shown_names(names: Sequence[str]) -> str:
     return f"{shown}{more}"
 
 
-def _resolve_registered(source: str, client: MlflowClient, tracking_uri: str, cache_root: Path) -> Path:
-    """models:/name@alias or models:/name/version -> cached copy of that version's files."""
+def registered_version(tracking_uri: str, source: str) -> tuple[str, str]:
+    """(model name, version number) that models:/name@alias or models:/name/version points at.
+
+    Raises ValueError naming the aliases and versions that exist when it points nowhere.
+    """
+    return _registered_version(source, _client(tracking_uri), tracking_uri)
+
+
+def _registered_version(source: str, client: MlflowClient, tracking_uri: str) -> tuple[str, str]:
     body = source[len("models:/"):].strip("/")
     if "@" in body:
         name, _, alias = body.rpartition("@")
@@ -855,6 +862,12 @@ def _resolve_registered(source: str, client: MlflowClient, tracking_uri: str, ca
             f"teacher source {source!r}: model {name!r} has no version {version_number}; "
             f"versions {versions}, aliases {aliases or 'none'}"
         )
+    return name, version_number
+
+
+def _resolve_registered(source: str, client: MlflowClient, tracking_uri: str, cache_root: Path) -> Path:
+    """models:/name@alias or models:/name/version -> cached copy of that version's files."""
+    name, version_number = _registered_version(source, client, tracking_uri)
     storage_uri = client.get_model_version_download_uri(name, version_number)
     key = hashlib.sha256(f"{redact_uri(tracking_uri)}|{storage_uri}".encode()).hexdigest()[:12]
     destination = cache_root / "models" / f"{name}-v{version_number}-{key}"

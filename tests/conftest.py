@@ -23,7 +23,10 @@ def ray_local():
     `ray.init` costs ~10 s. Stopped at the end of the session by the fixture that started it."""
     import ray
 
+    from trainables.launch import start_local_ray
+
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, log_to_driver=False)  # dashboard on: see start_local_ray
     yield ray
     ray.shutdown()
+    os.environ.pop("RAY_API_SERVER_ADDRESS", None)

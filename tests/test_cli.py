@@ -11,7 +11,17 @@ def test_methods_lists_every_distiller_with_paper_defaults():
     assert "none" in result.output
 
 
-def test_quickstart_says_not_yet_available_and_fails():
-    result = CliRunner().invoke(app, ["quickstart"])
+def test_train_commands_report_config_errors_with_the_field_and_exit_2(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("schedule: {max_iters: 0}\nteacher: {source: t.pt}\n")
+    result = CliRunner().invoke(app, ["distill", str(config)])
     assert result.exit_code == 2
-    assert "not yet available" in result.output
+    assert "schedule.max_iters" in result.output and "greater than or equal to 1" in result.output
+
+
+def test_sweep_command_reports_a_bad_sweep_file(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("name: x\nsearch: {num_samples: 0}\n")
+    result = CliRunner().invoke(app, ["sweep", str(config)])
+    assert result.exit_code == 2
+    assert "num_samples" in result.output

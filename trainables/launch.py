@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -153,15 +154,33 @@ def build_trainer(
     )
 
 
-def connect_ray(address: str | None, config: TrainConfig) -> None:
-    """Joins the cluster at `address` (or RAY_ADDRESS), else starts a local Ray sized to the run."""
+def connect_ray(address: str | None) -> None:
+    """Joins the cluster at `address` ('auto', an IP:port, ray://...) or RAY_ADDRESS, else starts
+    a local Ray on this machine's cores."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=False, configure_logging=False)
+        start_local_ray()
+
+
+def start_local_ray(**init_options: Any) -> None:
+    """Starts a new local Ray instance (never joins an unrelated one found on the machine).
+
+    Its dashboard listens on 127.0.0.1 and every Ray process is told its address through
+    RAY_API_SERVER_ADDRESS: Ray Train's PlacementGroupCleaner asks the State API whether a
+    trial's controller died (e.g. stopped by ASHA), and when several Ray instances run on one
+    machine its auto-detection fails, so stopped trials would keep their workers' CPUs and the
+    next trials would wait forever.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the raylet
+    ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False,
+             **init_options)
 
 
 def run_training(

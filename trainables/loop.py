@@ -358,6 +358,14 @@ def maybe_fail_on_purpose(loop_config: dict[str, Any], context: LoopContext) -> 
         raise RuntimeError(f"failing on purpose at iteration {fail_at} (loop_config fail_at_iteration test hook)")
 
 
+def maybe_record_time(loop_config: dict[str, Any], context: LoopContext) -> None:
+    """Benchmark hook, off by default: rank 0 appends "iteration perf_counter process_time" to
+    loop_config["timing_file"] (wall and this process's CPU seconds)."""
+    if loop_config.get("timing_file") and context.rank == 0:
+        with open(loop_config["timing_file"], "a") as timing:
+            timing.write(f"{context.iteration} {time.perf_counter()} {time.process_time()}\n")
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. loop_config: {"train": TrainConfig dict, "tracking_uri", "mlflow_run_id"}."""
     context = build_context(loop_config)
@@ -380,6 +388,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.manual_seed(mixed_seed(mixed_seed(context.config.seed, context.rank), context.iteration))
         terms, adversary_terms = train_step(context, images, labels)
         context.iteration += 1
+        maybe_record_time(loop_config, context)
         window_iters += 1
         window_terms["total"] = window_terms.get("total", 0.0) + total_loss(terms).float()
         for name, value in {**terms, **adversary_terms}.items():
