@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ import optuna
 import ray
 import yaml
 from ray import tune
-from ray.train import UserCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -230,7 +228,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 def trial_trainer(config: TrainConfig, *, name: str, storage_path: str, **build_options: Any):
     """`trainables.launch.build_trainer`'s TorchTrainer, renamed and reporting to Tune."""
     base = build_trainer(config, storage_path=storage_path, **build_options)
-    callbacks = [ControllerIdReporter(), TuneReportCallback()]  # in this order: the id goes up to Tune
+    callbacks = [TuneReportCallback()]
     run_config = dataclasses.replace(base.run_config, name=name, callbacks=callbacks)
     return type(base)(
         base.train_loop_per_worker, train_loop_config=base.train_loop_config, torch_config=base.backend_config,
@@ -263,64 +261,17 @@ def failure_reason(error: BaseException | str | None) -> str:
     return reason if len(reason) <= 500 else reason[:497] + "..."
 
 
-CONTROLLER_KEY = "train_controller_id"  # added to each report: the Train controller's actor id
-
-
-class ControllerIdReporter(UserCallback):
-    """Runs in the Train controller, before TuneReportCallback: tags each report with the
-    controller's actor id, so the Tune driver can free that run's workers when it stops the trial."""
-
-    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        for worker_metrics in metrics:
-            worker_metrics[CONTROLLER_KEY] = ray.get_runtime_context().get_actor_id()
-
-
-def reap_placement_groups(creator_actor_ids: set[str]) -> int:
-    """Removes the live placement groups created by the actors `creator_actor_ids` (hex ids).
-
-    Works around ray-project/ray#54305 (Ray 2.60): when Tune stops a trial (ASHA, or max_t) it
-    ends the trial actor, but its Train controller keeps the workers' placement group reserved;
-    on a small host the next trials then wait for CPUs forever. Ray's own PlacementGroupCleaner
-    needs the dashboard's state API, which a local Ray started without dashboard lacks.
-    Only the groups of Train controllers whose trial Tune has ended are given; detached groups are
-    never touched (a "creator is dead" rule is not safe: Ray reports it for live runs too).
-    Returns how many it removed.
-    """
-    from ray._private.state import state  # noqa: PLC2701 - the GCS table with creator fields
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    removed = 0
-    live_states = {gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.PENDING}
-    for raw in state._connect_and_get_accessor().get_placement_group_table():  # noqa: SLF001
-        record = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        creator = record.creator_actor_id.hex()
-        if creator in creator_actor_ids and not record.is_detached and record.state in live_states:
-            group_id = ray.PlacementGroupID(record.placement_group_id)
-            remove_placement_group(PlacementGroup(group_id))
-            removed += 1
-    return removed
-
-
 class ChildRunFinisher(tune.Callback):
     """Driver-side: ends each trial's child run when Tune ends the trial (ASHA's stops kill the
-    trial actor before it can), with status completed / stopped early / failed and the reason;
-    and frees the placement groups of Train runs whose trial was stopped (see above)."""
+    trial actor before it can), with status completed / stopped early / failed and the reason.
 
-    REAP_EVERY_S = 5.0
+    The workers of a stopped trial are freed by Ray Train's PlacementGroupCleaner, which needs
+    the dashboard's State API (see trainables.launch.start_local_ray)."""
 
     def __init__(self, sweep: dict[str, Any], tracking_uri: str, parent_key: str) -> None:
         self.sweep = sweep
         self.tracking_uri = tracking_uri
         self.parent_key = parent_key
-        self._last_reap = 0.0
-
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last_reap >= self.REAP_EVERY_S:
-            self._last_reap = time.monotonic()
-            ended = {trial.last_result.get(CONTROLLER_KEY) for trial in trials
-                     if trial.status in ("TERMINATED", "ERROR") and trial.last_result}
-            reap_placement_groups({controller for controller in ended if controller})
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._finish(trial, failed=False)
@@ -329,9 +280,6 @@ class ChildRunFinisher(tune.Callback):
         self._finish(trial, failed=True)
 
     def _finish(self, trial, failed: bool) -> None:
-        controller = (trial.last_result or {}).get(CONTROLLER_KEY)
-        if controller:
-            reap_placement_groups({controller})
         sweep = SweepConfig.model_validate(self.sweep)
         iterations = int((trial.last_result or {}).get("iteration", 0))
         status = _status_of(iterations, sweep, failed)
