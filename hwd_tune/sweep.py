@@ -433,6 +433,9 @@ def trial_rows(sweep: SweepConfig, experiment_path: str, tracking_uri: str, pare
             reason=failure_reason(_trial_error(trial)) if failed else None,
             run_id=find_run_id(tracking_uri, sweep.train.tracking.experiment, trial_run_key(parent_key, trial.trial_id)),
         ))
+        row = rows[-1]
+        if row.reason and row.run_id:  # Tune writes the error after its on_trial_error callbacks
+            tracking.RunLogger(tracking_uri, row.run_id).set_tags({"hwd.failure_reason": row.reason})
     return rows
 
 

@@ -162,3 +162,30 @@ def test_a_new_sweep_does_not_mix_with_an_existing_one(ray_local, tmp_path, teac
     (sweep_service.sweep_dir(sweep) / sweep_service.TUNE_FOLDER / sweep.name).mkdir(parents=True)
     with pytest.raises(ValueError, match="already exists.*--resume"):
         sweep_service.run(sweep)
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_local, tmp_path, teacher_checkpoint):
+    from mlflow import MlflowClient
+
+    def fail_the_paper_point(params):  # nested: Ray pickles it by value for the trial actors
+        return {"fail_at_iteration": 3} if dict(params) == PAPER_POINT else {}
+
+    sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=3, scheduler={"type": "none"})
+    summary = sweep_service.run(sweep, loop_config_hook=fail_the_paper_point)
+
+    by_status = {row.status: row for row in summary.trials}
+    assert len(summary.trials) == 3
+    failed = by_status["failed"]
+    assert failed.params == PAPER_POINT
+    assert "failing on purpose at iteration 3" in failed.reason
+    others = [row for row in summary.trials if row is not failed]
+    assert [row.status for row in others] == ["completed", "completed"]
+    assert all(row.iterations == 8 for row in others)
+    assert summary.best_params != PAPER_POINT
+
+    client = MlflowClient(tracking_uri=summary.tracking_uri)
+    child = client.get_run(failed.run_id)
+    assert child.info.status == "FAILED"
+    assert "failing on purpose at iteration 3" in child.data.tags["hwd.failure_reason"]
+    assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
