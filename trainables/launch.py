@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -106,13 +107,7 @@ def preflight(config: TrainConfig, tracking_uri: str | None) -> None:
     training_set(config.data)  # raises with the expected layout when files are missing
     if config.method.name != "none":
         weights = resolve_teacher_weights(config, tracking_uri)
-        build_teacher(config, info.num_classes, weights, device=_cpu())
-
-
-def _cpu():
-    import torch
-
-    return torch.device("cpu")
+        build_teacher(config, info.num_classes, weights, device=torch.device("cpu"))
 
 
 def build_trainer(

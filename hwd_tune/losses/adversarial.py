@@ -20,6 +20,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from hwd_tune.losses.distiller import Distiller
 from hwd_tune.losses.distributed import is_distributed, world_size
+from hwd_tune.losses.kd import KDLoss
 from hwd_tune.losses.task import TaskLoss
 from hwd_tune.outputs import SegOutput
 
@@ -123,7 +124,8 @@ class AdversarialDistiller(Distiller[P]):
 
     `adversarial_term()` gives the student's weighted hinge term; `adversary_step()` trains
     the discriminator on detached logits after the student's step. Params must carry
-    adv_weight and discriminator_{weight, lr, beta1, beta2, width} (SKDParams, IFVDParams).
+    kd_weight, kd_temperature, adv_weight and discriminator_{weight, lr, beta1, beta2, width}
+    (SKDParams, IFVDParams).
     The Adam state travels in this module's state_dict (`_extra_state`); move the distiller
     to its device before `load_state_dict`, so the state is cast to the parameters' device.
     """
@@ -139,12 +141,17 @@ class AdversarialDistiller(Distiller[P]):
         super().__init__(
             params, num_classes=num_classes, feature_channels=feature_channels, task=task
         )
+        self.kd = KDLoss(temperature=params.kd_temperature)  # both methods add pixel-wise KD
         self.adversary = LogitDiscriminator(num_classes, width=params.discriminator_width)
         self.adversary_optimizer = torch.optim.Adam(
             self.adversary.parameters(),
             lr=params.discriminator_lr,
             betas=(params.discriminator_beta1, params.discriminator_beta2),
         )
+
+    def kd_term(self, student: SegOutput, teacher: SegOutput) -> Tensor:
+        """kd_weight * pixel-wise KD of the main-head logits."""
+        return self.params.kd_weight * self.kd(student.logits, teacher.logits)
 
     def adversarial_term(self, student_logits: Tensor) -> Tensor:
         """adv_weight * hinge generator loss of the student's logits [N, K, h, w].

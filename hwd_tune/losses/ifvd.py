@@ -14,8 +14,6 @@ from torch import Tensor
 from hwd_tune.config import IFVDParams
 from hwd_tune.losses.adversarial import AdversarialDistiller
 from hwd_tune.losses.distiller import register_distiller
-from hwd_tune.losses.kd import KDLoss
-from hwd_tune.losses.task import TaskLoss
 from hwd_tune.outputs import SegOutput
 
 
@@ -77,25 +75,12 @@ def intra_class_variation_loss(
 class IFVDDistiller(AdversarialDistiller[IFVDParams]):
     """Terms "kd" (logits), "ifv" (features + labels), "adv" (logits); D trained separately."""
 
-    def __init__(
-        self,
-        params: IFVDParams,
-        *,
-        num_classes: int,
-        feature_channels: tuple[int, int],
-        task: TaskLoss,
-    ) -> None:
-        super().__init__(
-            params, num_classes=num_classes, feature_channels=feature_channels, task=task
-        )
-        self.kd = KDLoss(temperature=params.kd_temperature)
-
     def distill(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         ifv = intra_class_variation_loss(
             student.features, teacher.features, labels, self.num_classes
         )
         return {
-            "kd": self.params.kd_weight * self.kd(student.logits, teacher.logits),
+            "kd": self.kd_term(student, teacher),
             "ifv": self.params.ifv_weight * ifv,
             "adv": self.adversarial_term(student.logits),
         }

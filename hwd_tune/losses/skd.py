@@ -13,8 +13,6 @@ from torch import Tensor
 from hwd_tune.config import SKDParams
 from hwd_tune.losses.adversarial import AdversarialDistiller
 from hwd_tune.losses.distiller import register_distiller
-from hwd_tune.losses.kd import KDLoss
-from hwd_tune.losses.task import TaskLoss
 from hwd_tune.outputs import SegOutput
 
 PAIRWISE_POOL = 2  # the authors' CriterionPairWise: 2x2 max-pooled cells (ceil mode)
@@ -52,22 +50,9 @@ def pairwise_similarity_loss(
 class SKDDistiller(AdversarialDistiller[SKDParams]):
     """Terms "kd" (logits), "pairwise" (features), "adv" (logits, hinge); D trained separately."""
 
-    def __init__(
-        self,
-        params: SKDParams,
-        *,
-        num_classes: int,
-        feature_channels: tuple[int, int],
-        task: TaskLoss,
-    ) -> None:
-        super().__init__(
-            params, num_classes=num_classes, feature_channels=feature_channels, task=task
-        )
-        self.kd = KDLoss(temperature=params.kd_temperature)
-
     def distill(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         return {
-            "kd": self.params.kd_weight * self.kd(student.logits, teacher.logits),
+            "kd": self.kd_term(student, teacher),
             "pairwise": self.params.pairwise_weight
             * pairwise_similarity_loss(student.features, teacher.features),
             "adv": self.adversarial_term(student.logits),
