@@ -283,7 +283,7 @@ class ChildRunFinisher(tune.Callback):
         sweep = SweepConfig.model_validate(self.sweep)
         iterations = int((trial.last_result or {}).get("iteration", 0))
         status = _status_of(iterations, sweep, failed)
-        run_id = find_run_id(self.tracking_uri, sweep.train.tracking.experiment,
+        run_id = tracking.find_run_id(self.tracking_uri, sweep.train.tracking.experiment,
                              trial_run_key(self.parent_key, trial.trial_id))
         if run_id is None:
             return  # the trial died before it could create its run
@@ -296,17 +296,6 @@ def _trial_error(trial) -> BaseException | str | None:
         return trial.get_pickled_error() or trial.get_error()
     except Exception:  # noqa: BLE001 - an unreadable error file must not stop the sweep
         return None
-
-
-def find_run_id(tracking_uri: str, experiment: str, run_key: str) -> str | None:
-    """The id of the run tagged `hwd.run_key == run_key`, or None (the lookup tracking.start_run does)."""
-    client = tracking._client(tracking_uri)  # noqa: SLF001 - to move into tracking as a public find_run
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{run_key}'",
-                              order_by=["attributes.start_time ASC"], max_results=1)
-    return runs[0].info.run_id if runs else None
 
 
 def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resume: bool) -> tune.Tuner:
@@ -431,7 +420,7 @@ def trial_rows(sweep: SweepConfig, experiment_path: str, tracking_uri: str, pare
             iterations=int(last.get("iteration", 0)),
             status=status,
             reason=failure_reason(_trial_error(trial)) if failed else None,
-            run_id=find_run_id(tracking_uri, sweep.train.tracking.experiment, trial_run_key(parent_key, trial.trial_id)),
+            run_id=tracking.find_run_id(tracking_uri, sweep.train.tracking.experiment, trial_run_key(parent_key, trial.trial_id)),
         ))
         row = rows[-1]
         if row.reason and row.run_id:  # Tune writes the error after its on_trial_error callbacks

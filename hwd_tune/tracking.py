@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
@@ -67,6 +68,13 @@ CHECKPOINT_FILE = "model.pt"
 TRUNCATION_MARKER = "...[truncated]"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 PARAM_ALIASES = ("tau", "mu", "beta", "method", "dataset", "student", "teacher", "max_iters")
+# Reproduction plans (`hwd-tune reproduce` / `report`): every run of a plan carries these tags.
+PLAN_TAG = "hwd.plan"  # the plan's name
+PLAN_DATASET_TAG = "hwd.plan.dataset"  # DataConfig.name of the run
+PLAN_STUDENT_TAG = "hwd.plan.student"  # the student's arch
+PLAN_METHOD_TAG = "hwd.plan.method"  # the method's name (none, kd, skd, ..., hwd)
+PLAN_SEED_TAG = "hwd.plan.seed"  # the run's seed
+CONFIG_HASH_TAG = "hwd.config_hash"  # trainables.launch.run_key of the run's TrainConfig
 
 _ALIAS_PATTERN = re.compile(r"^[\w\-]+$")  # MLflow: alphanumerics, underscores, dashes
 _RESERVED_ALIAS_PATTERN = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
@@ -198,6 +206,63 @@ def start_run(
     _set_tags(client, run.info.run_id, {**run_tags, RESUME_COUNT_TAG: str(resumes)})
     logger.info("resuming MLflow run %s (%s), resume %d", run.info.run_id, run_name, resumes)
     return run.info.run_id
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    """A run as `find_runs` returns it: id, status, and its tags, params and latest metrics."""
+
+    run_id: str
+    run_name: str
+    status: str  # RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def find_runs(
+    tracking_uri: str,
+    experiment: str,
+    tags: Mapping[str, str],
+    *,
+    status: str | None = None,
+    max_results: int = 10_000,
+) -> list[FoundRun]:
+    """Runs of `experiment` whose tags equal every `tags` item (and `status`, if given), oldest
+    first; [] when the experiment does not exist."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    conditions = []
+    for key, value in tags.items():
+        if any(char in f"{key}{value}" for char in "'`\\"):
+            raise ValueError(f"tag filters must not contain quotes, backticks or backslashes, got {key}={value!r}")
+        conditions.append(f"tags.`{key}` = '{value}'")
+    if status is not None:
+        conditions.append(f"attributes.status = '{status}'")
+    runs, token = [], None
+    while len(runs) < max_results:
+        page = client.search_runs(
+            [found.experiment_id], filter_string=" and ".join(conditions),
+            order_by=["attributes.start_time ASC"], max_results=min(1000, max_results - len(runs)), page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            break
+    return [
+        FoundRun(run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.tags),
+                 dict(run.data.params), dict(run.data.metrics))
+        for run in runs
+    ]
+
+
+def find_run_id(tracking_uri: str, experiment: str, run_key: str) -> str | None:
+    """The id of the (oldest) run tagged `hwd.run_key == run_key`, or None: the run start_run resumes."""
+    _check_run_key(run_key)
+    runs = find_runs(tracking_uri, experiment, {RUN_KEY_TAG: run_key}, max_results=1)
+    return runs[0].run_id if runs else None
 
 
 def _check_run_key(run_key: str) -> None:
