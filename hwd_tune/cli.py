@@ -165,6 +165,58 @@ def sweep(
         raise typer.Exit(code=2) from None
 
 
+def _load_plan(path: Path, sets: list[str] | None):
+    from hwd_tune.config import ConfigError
+    from hwd_tune.plan import load as load_plan
+
+    try:
+        return load_plan(path, list(sets or []))
+    except ConfigError as error:
+        console.print(f"[red]invalid plan[/red]\n{error}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def reproduce(
+    plan: Annotated[Path, typer.Argument(help="Plan YAML (search_spaces/plans/*.yaml, see hwd_tune/plan.py).")],
+    set_: SetOption = None,
+    address: AddressOption = None,
+) -> None:
+    """Run every cell of a plan (datasets x students x methods x seeds) and report it against the paper.
+
+    Runs finished earlier are skipped and interrupted ones resume, so re-running the command continues.
+    """
+    from hwd_tune import reproduce as reproduce_service
+    from hwd_tune.config import ConfigError
+    from trainables.launch import connect_ray
+
+    plan_config = _load_plan(plan, set_)
+    connect_ray(address)
+    try:
+        summary = reproduce_service.reproduce(plan_config, console=console)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]cannot start the reproduction[/red]: {error}")
+        raise typer.Exit(code=2) from None
+    if summary.failed or summary.report is None:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def report(
+    plan: Annotated[Path, typer.Argument(help="Plan YAML (search_spaces/plans/*.yaml).")],
+    set_: SetOption = None,
+) -> None:
+    """Write a plan's report from MLflow (Markdown, HTML, bar chart): ours beside the paper, and the cost."""
+    from hwd_tune import reproduce as reproduce_service
+
+    plan_config = _load_plan(plan, set_)
+    try:
+        reproduce_service.report(plan_config, console=console)
+    except (ValueError, KeyError) as error:
+        console.print(f"[red]cannot write the report[/red]: {error}")
+        raise typer.Exit(code=2) from None
+
+
 @app.command()
 def quickstart(
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where runs, checkpoints and MLflow go.")] = "outputs",

@@ -1,6 +1,6 @@
 """The sweep service: Ray Tune with Optuna (TPE) and ASHA over a method's parameters (tau, mu, beta).
 
-The only module that imports ray.tune. `run(sweep)` turns a `SweepConfig` into a `Tuner` whose
+With hwd_tune/reproduce.py, one of the two modules that import ray.tune. `run(sweep)` turns a `SweepConfig` into a `Tuner` whose
 trials each fit a `TorchTrainer` over the one training loop (Train inside Tune, metrics passed up
 by `TuneReportCallback`), records one MLflow parent run per sweep and one child run per trial,
 runs the baselines and the optional final stage, and returns a `SweepSummary`.
@@ -177,11 +177,63 @@ def build_scheduler(sweep: SweepConfig):
     )
 
 
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that survives a driver killed between finishing a trial and saving Tune's state.
+
+    Such a trial is complete in the Optuna study (storage is written at once) but still running in
+    the Tune state a `--resume` restores; restarted, it reports its final result again, and
+    OptunaSearch would report it to a finished Optuna trial, which raises. Results of trials the
+    study already finished are therefore not passed on (nothing is lost: the study holds them).
+    Ray offers no public hook for this, so the Tune-trial -> Optuna-trial map is read from
+    OptunaSearch's `_ot_trials`; if a future Ray renames it, this behaves as OptunaSearch does.
+    """
+
+    def __init__(self, *args: Any, study_name: str, storage: optuna.storages.BaseStorage, **kwargs: Any) -> None:
+        super().__init__(*args, study_name=study_name, storage=storage, **kwargs)
+        self.finished_elsewhere: dict[str, bool] = {}  # Tune trial id -> told before this driver started
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.finished_elsewhere = {}  # the saved answers predate the kill: ask the study again
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not self._finished_in_study(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if not self._finished_in_study(trial_id):
+            super().on_trial_complete(trial_id, result, error)
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        """Whether the study held a final state for this Tune trial when this driver first saw it.
+
+        Checked once per trial: only this driver tells the study, so the answer cannot change."""
+        if trial_id not in self.finished_elsewhere:
+            ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+            if ot_trial is None or trial_id in getattr(self, "_completed_trials", ()):
+                return False
+            state = ot_trial.study.get_trials(deepcopy=False)[ot_trial.number].state
+            self.finished_elsewhere[trial_id] = state.is_finished()
+        return self.finished_elsewhere[trial_id]
+
+
 def build_searcher(sweep: SweepConfig) -> OptunaSearch:
-    """Seeded TPE over search.space, the paper's points first, the study kept in search.storage."""
-    return OptunaSearch(
-        points_to_evaluate=[dict(point) for point in sweep.search.points_to_evaluate] or None,
-        sampler=optuna.samplers.TPESampler(seed=sweep.search.seed),
+    """Seeded TPE over search.space, the paper's points first, the study kept in search.storage.
+
+    With search.sampler "grid", Optuna's GridSampler runs each combination once in a seeded order.
+    Its first points are not enqueued: GridSampler gives no grid point to an enqueued trial, so
+    one combination would run twice and another never; they are grid points, so they run anyway.
+    """
+    search = sweep.search
+    if search.sampler == "grid":
+        grid = {name: list(parameter.values) for name, parameter in search.space.items()}
+        sampler, first_points = optuna.samplers.GridSampler(search_space=grid, seed=search.seed), None
+    else:
+        sampler = optuna.samplers.TPESampler(seed=search.seed)
+        first_points = [dict(point) for point in search.points_to_evaluate] or None
+    return ResumableOptunaSearch(
+        points_to_evaluate=first_points,
+        sampler=sampler,
         study_name=sweep.name,
         storage=optuna_storage(sweep),
     )
@@ -378,6 +430,7 @@ def run(
         results = build_tuner(sweep, setup, max_concurrent, resume).fit()
         trials = trial_rows(sweep, results.experiment_path, tracking_uri, parent_key)
         summary = _summarise(sweep, trials, parent.run_id, tracking_uri, results.experiment_path)
+        summary.notes += close_orphaned_optuna_trials(sweep)
         summary.baselines = [_run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
                              for method in sweep.search.baselines]
         summary.final = _final_stage(sweep, trials, parent.run_id)
@@ -388,6 +441,18 @@ def run(
     parent.finish("FINISHED")
     print_summary(summary, console)
     return summary
+
+
+def close_orphaned_optuna_trials(sweep: SweepConfig) -> list[str]:
+    """Marks FAIL the Optuna trials still RUNNING once every Tune trial has ended: ones the searcher
+    asked for after Tune last saved its state, before the driver was killed (never run)."""
+    study = optuna.load_study(study_name=sweep.name, storage=optuna_storage(sweep))
+    orphans = [trial.number for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    for number in orphans:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    if not orphans:
+        return []
+    return [f"Optuna trials {orphans} were asked for before the driver was killed but never ran: marked FAIL"]
 
 
 def _print_plan(sweep: SweepConfig, max_concurrent: int, console: Console) -> None:

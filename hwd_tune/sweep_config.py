@@ -116,7 +116,9 @@ class SearchConfig(StrictModel):
     mode: Literal["max", "min"] = "max"  # every reported metric is higher-is-better
     num_samples: int = Field(16, ge=1)  # trials in all, points_to_evaluate included
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the resources fit
-    seed: int = 0  # seeds the TPE sampler, so a sweep is reproducible
+    seed: int = 0  # seeds the sampler (TPE, or the grid's order), so a sweep is reproducible
+    # tpe: Optuna's TPE; grid: every combination of the `choice` values once (benchmarks/sweep.py)
+    sampler: Literal["tpe", "grid"] = "tpe"
     space: dict[str, ParameterRange] = Field(min_length=1)  # parameter of train.method -> range
     points_to_evaluate: list[dict[str, ParameterValue]] = []  # the paper's Table I values first
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -190,6 +192,7 @@ def sweep_problems(sweep: SweepConfig) -> Problems:
     problems += _space_problems(sweep)
     problems += _point_problems(sweep.search)
     problems += _budget_problems(sweep)
+    problems += _grid_problems(sweep.search)
     problems += _baseline_problems(sweep.search.baselines)
     storage = sweep.search.storage
     if storage is not None and "://" not in storage:
@@ -263,6 +266,35 @@ def _budget_problems(sweep: SweepConfig) -> Problems:
     if scheduler.type == "asha" and scheduler.grace_period is not None and scheduler.grace_period > max_t:
         message = f"{scheduler.grace_period} exceeds max_t ({max_t}, default train.schedule.max_iters)"
         problems.append(("search.scheduler.grace_period", f"{message}: must be <= max_t"))
+    return problems
+
+
+def grid_size(search: SearchConfig) -> int | None:
+    """How many combinations a grid over search.space has; None when a parameter is not a choice."""
+    if any(parameter.type != "choice" for parameter in search.space.values()):
+        return None
+    return math.prod(len(parameter.values) for parameter in search.space.values())
+
+
+def _grid_problems(search: SearchConfig) -> Problems:
+    """A grid sweep (search.sampler: grid) tries each combination of `choice` values exactly once.
+
+    Its first points need no check of their own: every parameter being a choice, the point checks
+    (_point_problems) already make each one a grid point.
+    """
+    if search.sampler != "grid":
+        return []
+    problems = [
+        (f"search.space.{name}.type",
+         f"a grid sweep (search.sampler: grid) needs type 'choice' with the values to try, got {parameter.type!r}")
+        for name, parameter in search.space.items()
+        if parameter.type != "choice"
+    ]
+    size = grid_size(search)
+    if size is not None and search.num_samples != size:
+        counts = " x ".join(f"{len(parameter.values)} {name}" for name, parameter in search.space.items())
+        message = f"a grid sweep runs every combination once: must be {size} ({counts}), got {search.num_samples}"
+        problems.append(("search.num_samples", message))
     return problems
 
 

@@ -72,7 +72,7 @@ PARAM_ALIASES = ("tau", "mu", "beta", "method", "dataset", "student", "teacher",
 PLAN_TAG = "hwd.plan"  # the plan's name
 PLAN_DATASET_TAG = "hwd.plan.dataset"  # DataConfig.name of the run
 PLAN_STUDENT_TAG = "hwd.plan.student"  # the student's arch
-PLAN_METHOD_TAG = "hwd.plan.method"  # the method's name (none, kd, skd, ..., hwd)
+PLAN_METHOD_TAG = "hwd.plan.method"  # the plan's label of the method (default its name; e.g. hwd-swept)
 PLAN_SEED_TAG = "hwd.plan.seed"  # the run's seed
 CONFIG_HASH_TAG = "hwd.config_hash"  # trainables.launch.run_key of the run's TrainConfig
 

@@ -91,6 +91,50 @@ def test_trial_status_counts_the_budget_in_iterations(tmp_path):
     assert sweep_service._status_of(8, sweep, failed=True) == "failed"
 
 
+def test_close_orphaned_optuna_trials_fails_only_the_running_ones(tmp_path):
+    import optuna
+
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    study = optuna.create_study(study_name=sweep.name, storage=sweep_service.optuna_storage(sweep), direction="maximize")
+    study.tell(study.ask(), 12.5)
+    study.ask()  # asked for, never told: what a killed driver leaves behind
+    notes = sweep_service.close_orphaned_optuna_trials(sweep)
+    states = [trial.state.name for trial in optuna.load_study(study_name="tiny", storage=sweep.search.storage).trials]
+    assert states == ["COMPLETE", "FAIL"] and "[1]" in notes[0]
+    assert sweep_service.close_orphaned_optuna_trials(sweep) == []
+
+
+def test_the_searcher_ignores_results_of_trials_the_study_already_finished(tmp_path):
+    """A trial finished just before the driver was killed reports again after --resume: its
+    Optuna trial keeps its value, and the plain OptunaSearch would raise on it."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    space = {name: sweep_service.tune_domain(parameter) for name, parameter in sweep.search.space.items()}
+    searcher = sweep_service.build_searcher(sweep)
+    searcher.set_search_properties("val_miou", "max", space)
+    assert searcher.suggest("trial-a") == PAPER_POINT
+    study = optuna.load_study(study_name="tiny", storage=sweep.search.storage)
+    study.tell(0, 40.0)  # what the killed driver did before Tune saved its state
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    searcher.restore(str(tmp_path / "searcher.pkl"))
+
+    final = {"val_miou": 40.0, tune.result.TRAINING_ITERATION: 1}
+    searcher.on_trial_result("trial-a", final)
+    searcher.on_trial_complete("trial-a", final)
+    trial = optuna.load_study(study_name="tiny", storage=sweep.search.storage).trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 40.0 and trial.intermediate_values == {}
+
+    plain = OptunaSearch(study_name="plain", storage=sweep_service.optuna_storage(sweep))
+    plain.set_search_properties("val_miou", "max", space)
+    plain.suggest("trial-b")
+    optuna.load_study(study_name="plain", storage=sweep.search.storage).tell(0, 40.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        plain.on_trial_result("trial-b", final)
+
+
 # --------------------------------------------------------------------------------------------
 # Real Ray
 # --------------------------------------------------------------------------------------------
@@ -116,47 +160,6 @@ def teacher_checkpoint(ray_local, tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-def test_sweep_runs_table_i_first_and_records_parent_child_runs(ray_local, tmp_path, teacher_checkpoint):
-    from mlflow import MlflowClient
-
-    sweep = tiny_sweep(tmp_path, teacher_checkpoint)
-    summary = sweep_service.run(sweep)
-
-    assert len(summary.trials) == 4
-    assert summary.trials[0].params == PAPER_POINT  # points_to_evaluate run first
-    for row in summary.trials:
-        assert row.status in ("completed", "stopped early")
-        assert row.iterations == 8 if row.status == "completed" else 2 <= row.iterations < 8
-        assert 0.0 <= row.val_miou <= 100.0
-    best = max(summary.trials, key=lambda row: row.score)
-    assert math.isclose(summary.best_val_miou, best.val_miou)
-
-    client = MlflowClient(tracking_uri=summary.tracking_uri)
-    parent = client.get_run(summary.parent_run_id)
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["hwd.sweep"] == "tiny"
-    for row in summary.trials:
-        child = client.get_run(row.run_id)
-        assert child.data.tags["mlflow.parentRunId"] == summary.parent_run_id
-        assert child.data.tags["hwd.trial_id"] == row.trial_id
-        assert child.data.tags["hwd.trial_status"] == row.status.replace(" ", "_")
-        assert child.info.status == "FINISHED"
-        for name in ("tau", "mu", "beta"):
-            assert float(child.data.params[name]) == pytest.approx(row.params[name], rel=1e-9)
-        history = client.get_metric_history(row.run_id, "val_miou")
-        assert [metric.step for metric in history] == list(range(2, row.iterations + 1, 2))
-        assert max(metric.value for metric in history) == pytest.approx(row.val_miou)
-
-    best_config = load_train_config(summary.best_config_path)
-    for name, value in summary.best_params.items():
-        assert best_config.method.params[name] == pytest.approx(value)
-    assert best_config.job == "distill" and best_config.schedule.max_iters == 8
-    assert (summary.report_dir / "plots" / "optimization_history.png").is_file()
-    assert yaml.safe_load((summary.report_dir / "search_space.json").read_text()) == SPACE
-    assert summary.mlflow_ui_command().endswith("--host 127.0.0.1 --port 5000")
-
-
-@pytest.mark.slow
 def test_a_new_sweep_does_not_mix_with_an_existing_one(ray_local, tmp_path, teacher_checkpoint):
     sweep = tiny_sweep(tmp_path, teacher_checkpoint)
     (sweep_service.sweep_dir(sweep) / sweep_service.TUNE_FOLDER / sweep.name).mkdir(parents=True)
@@ -171,16 +174,16 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_l
     def fail_the_paper_point(params):  # nested: Ray pickles it by value for the trial actors
         return {"fail_at_iteration": 3} if dict(params) == PAPER_POINT else {}
 
-    sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=3, scheduler={"type": "none"})
+    sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=2, scheduler={"type": "none"})
     summary = sweep_service.run(sweep, loop_config_hook=fail_the_paper_point)
 
     by_status = {row.status: row for row in summary.trials}
-    assert len(summary.trials) == 3
+    assert len(summary.trials) == 2
     failed = by_status["failed"]
     assert failed.params == PAPER_POINT
     assert "failing on purpose at iteration 3" in failed.reason
     others = [row for row in summary.trials if row is not failed]
-    assert [row.status for row in others] == ["completed", "completed"]
+    assert [row.status for row in others] == ["completed"]
     assert all(row.iterations == 8 for row in others)
     assert summary.best_params != PAPER_POINT
 
@@ -189,3 +192,122 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_l
     assert child.info.status == "FAILED"
     assert "failing on purpose at iteration 3" in child.data.tags["hwd.failure_reason"]
     assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
+
+
+# --------------------------------------------------------------------------------------------
+# --resume after the driver is killed
+# --------------------------------------------------------------------------------------------
+DRIVER = """
+import json, sys
+from hwd_tune import sweep
+from hwd_tune.sweep_config import SweepConfig
+from trainables.launch import start_local_ray
+
+start_local_ray(num_cpus=2, log_to_driver=False)
+sweep.run(SweepConfig.model_validate(json.loads(sys.argv[1])))
+"""
+
+
+def _finished_children(tracking_uri: str) -> dict[str, str]:
+    """trial id -> MLflow run id of the trials whose child run the driver has ended."""
+    from hwd_tune import tracking
+
+    runs = tracking.find_runs(tracking_uri, "tests", {"hwd.job": "trial"})
+    return {run.tags[sweep_service.TRIAL_ID_TAG]: run.run_id for run in runs
+            if run.tags.get(sweep_service.TRIAL_STATUS_TAG) in ("completed", "stopped_early")}
+
+
+def _kill_session(process) -> None:
+    """SIGKILL the driver's whole process group (it and the local Ray it started), like `kill -9`."""
+    import os
+    import signal
+
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    survivors = [pid for pid in os.listdir("/proc") if pid.isdigit() and _session_of(int(pid)) == process.pid]
+    for pid in survivors:  # Ray processes that left the group but not the session
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_continues_without_re_running_finished_trials(
+    ray_local, tmp_path, teacher_checkpoint
+):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+    from mlflow import MlflowClient
+
+    sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=4, scheduler={"type": "none"})
+    tracking_uri = sweep.train.tracking.uri
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(sweep.model_dump(mode="json"))],
+        cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not _finished_children(tracking_uri):
+            assert driver.poll() is None, "the sweep driver exited before any trial finished"
+            assert time.monotonic() < deadline, "no trial finished within 300 s"
+            time.sleep(0.2)
+    finally:
+        _kill_session(driver)
+    before_kill = _finished_children(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    history_before = {run_id: client.get_metric_history(run_id, "loss/total") for run_id in before_kill.values()}
+
+    # Usually Tune last saved its state before the first trial ended, so that trial restarts and
+    # reports its final checkpoint again (the case test_the_searcher_ignores_results... isolates).
+    summary = sweep_service.run(sweep, resume=True)
+
+    # the final number of trials is right, each one ended, none of them twice
+    assert len(summary.trials) == 4
+    assert [row.status for row in summary.trials] == ["completed"] * 4
+    assert all(row.iterations == 8 for row in summary.trials)
+    assert summary.trials[0].params == PAPER_POINT
+    study = optuna.load_study(study_name="tiny", storage=summary.optuna_storage)
+    complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert not [trial for trial in study.trials if trial.state == optuna.trial.TrialState.RUNNING]
+    # trials finished before the kill were not trained again; the others resumed or started once
+    for trial_id, run_id in before_kill.items():
+        assert client.get_metric_history(run_id, "loss/total") == history_before[run_id], trial_id
+    for row in summary.trials:
+        steps = [metric.step for metric in client.get_metric_history(row.run_id, "loss/total")]
+        assert sorted(set(steps)) == [2, 4, 6, 8]
+    # one parent run, continued; one child run per trial
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["hwd.resume_count"] == "1"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(run.data.tags[sweep_service.TRIAL_ID_TAG] for run in children) == sorted(
+        row.trial_id for row in summary.trials)
+    assert parent.data.tags["hwd.sweep"] == "tiny"
+    for row in summary.trials:
+        child = client.get_run(row.run_id)
+        assert child.data.tags[sweep_service.TRIAL_STATUS_TAG] == "completed"
+        for name in ("tau", "mu", "beta"):
+            assert float(child.data.params[name]) == pytest.approx(row.params[name])
+        assert child.data.metrics["best_val_miou"] == pytest.approx(row.val_miou)
+    # the report: best trial, best config ready for `hwd-tune distill`, plots, search space
+    best = max(summary.trials, key=lambda row: row.score)
+    assert math.isclose(summary.best_val_miou, best.val_miou) and summary.best_params == best.params
+    assert parent.data.metrics["best_val_miou"] == pytest.approx(best.val_miou)
+    assert parent.data.metrics["trials_completed"] == 4
+    best_config = load_train_config(summary.best_config_path)
+    for name, value in summary.best_params.items():
+        assert best_config.method.params[name] == pytest.approx(value)
+    assert best_config.job == "distill" and best_config.schedule.max_iters == 8
+    assert (summary.report_dir / "plots" / "optimization_history.png").is_file()
+    assert yaml.safe_load((summary.report_dir / "search_space.json").read_text()) == SPACE
+    assert summary.mlflow_ui_command().endswith("--host 127.0.0.1 --port 5000")

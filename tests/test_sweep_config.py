@@ -14,6 +14,7 @@ from hwd_tune.sweep_config import (
     SweepConfig,
     baseline_train_config,
     check_resources,
+    grid_size,
     load,
     trial_train_config,
 )
@@ -384,3 +385,79 @@ def test_baseline_config_rejects_unknown_methods():
     sweep = load(SEARCH_SPACES / "quickstart.yaml")
     with pytest.raises(ValueError, match=r"unknown baseline method 'fancy'; expected one of \['cirkd'"):
         baseline_train_config(sweep, "fancy")
+
+
+# --------------------------------------------------------------------------------------------
+# search.sampler: grid
+# --------------------------------------------------------------------------------------------
+GRID_SPACE = {
+    "tau": {"type": "choice", "values": [1.0, 2.83, 8.0]},
+    "mu": {"type": "choice", "values": [-1.0, 0.5, 2.0]},
+    "beta": {"type": "choice", "values": [0.01, 0.1, 1.0]},
+}
+
+
+def grid_raw(**search) -> dict:
+    """The quickstart as a 3 x 3 x 3 grid over tau, mu, beta with the Table I point in it."""
+    raw = quickstart_raw()
+    raw["search"].update({
+        "sampler": "grid", "num_samples": 27, "space": GRID_SPACE, "scheduler": {"type": "none"},
+        "points_to_evaluate": [{"tau": 2.83, "mu": 0.5, "beta": 0.1}], **search,
+    })
+    return raw
+
+
+def test_sampler_defaults_to_tpe_and_a_full_grid_loads(tmp_path):
+    assert load(SEARCH_SPACES / "quickstart.yaml").search.sampler == "tpe"
+    sweep = load(write(tmp_path, grid_raw()))
+    assert sweep.search.sampler == "grid" and sweep.search.num_samples == 27
+    assert grid_size(sweep.search) == 27
+    assert grid_size(load(SEARCH_SPACES / "quickstart.yaml").search) is None  # continuous ranges
+    no_points = load(write(tmp_path, grid_raw(points_to_evaluate=[], num_samples=27)))
+    assert no_points.search.points_to_evaluate == []
+    # a one-parameter grid of strings, and a mixed 2 x 3 grid
+    mixed = grid_raw(num_samples=6, points_to_evaluate=[], space={
+        "distance": {"type": "choice", "values": ["mse", "l1"]}, "tau": GRID_SPACE["tau"]})
+    assert grid_size(load(write(tmp_path, mixed)).search) == 6
+
+
+BAD_GRIDS = [
+    # every searched parameter must be a choice, each named
+    ({"space": {**GRID_SPACE, "tau": {"type": "loguniform", "low": 1.0, "high": 8.0}}},
+     [r"search\.space\.tau\.type: a grid sweep \(search\.sampler: grid\) needs type 'choice'.*got 'loguniform'"]),
+    ({"space": {**GRID_SPACE, "mu": {"type": "uniform", "low": -1.0, "high": 2.0},
+                "beta": {"type": "loguniform", "low": 0.01, "high": 1.0}}},
+     [r"search\.space\.mu\.type: .*got 'uniform'", r"search\.space\.beta\.type: .*got 'loguniform'"]),
+    # the trial count is the grid's size, the expected number named (write() sorts the keys)
+    ({"num_samples": 8},
+     [r"search\.num_samples: a grid sweep runs every combination once: must be 27 \(3 beta x 3 mu x 3 tau\), got 8"]),
+    ({"num_samples": 28}, [r"search\.num_samples: .*must be 27 .*got 28"]),
+    # first points must be grid points
+    ({"points_to_evaluate": [{"tau": 4.0, "mu": 0.5, "beta": 0.1}]},
+     [r"search\.points_to_evaluate\[0\]\.tau: 4\.0 is outside search\.space\.tau: choice \[1\.0, 2\.83, 8\.0\]"]),
+    ({"points_to_evaluate": [{"tau": 2.83, "mu": 0.5, "beta": 0.1}, {"tau": 8.0, "mu": 0.0, "beta": 1.0}]},
+     [r"search\.points_to_evaluate\[1\]\.mu: 0\.0 is outside"]),
+    # an unknown sampler
+    ({"sampler": "random"}, [r"search\.sampler: Input should be 'tpe' or 'grid'"]),
+]
+
+
+@pytest.mark.parametrize(("search", "expected"), BAD_GRIDS, ids=[str(sorted(case[0]))[:40] + str(index)
+                                                                  for index, case in enumerate(BAD_GRIDS)])
+def test_bad_grid_sweep_names_the_field(tmp_path, search, expected):
+    path = write(tmp_path, grid_raw(**search), "bad_grid.yaml")
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    message = str(error.value)
+    for pattern in expected:
+        assert re.search(pattern, message), message
+    assert all(line.startswith(f"{path}: ") for line in message.splitlines()), message
+
+
+def test_a_grid_with_a_continuous_range_is_not_counted(tmp_path):
+    """With a non-choice parameter the grid's size is unknown: only the type is reported."""
+    continuous_tau = {**GRID_SPACE, "tau": {"type": "uniform", "low": 1, "high": 8}}
+    path = write(tmp_path, grid_raw(num_samples=5, space=continuous_tau))
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    assert "search.space.tau.type" in str(error.value) and "search.num_samples" not in str(error.value)

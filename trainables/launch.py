@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,11 +185,13 @@ def run_training(
     parent_run_id: str | None = None,
     extra_loop_config: dict[str, Any] | None = None,
     progress: Any = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) one training job to the end; returns its final metrics and MLflow run id.
 
     Ray must be initialised by the caller. The MLflow run is created by the driver (or found
-    again on resume, by run name) and logged to by rank 0.
+    again on resume, by run name) and logged to by rank 0; `tags` are added to its tags (e.g. a
+    reproduction plan's cell).
     """
     from hwd_tune import tracking
     from hwd_tune.progress import ProgressMonitor
@@ -199,7 +202,7 @@ def run_training(
     name = run_name(config)
     run_id = tracking.start_run(
         tracking_uri=tracking_uri, experiment=config.tracking.experiment, run_key=name, run_name=name,
-        tags={"hwd.job": config.job, "hwd.method": config.method.name}, parent_run_id=parent_run_id,
+        tags={"hwd.job": config.job, "hwd.method": config.method.name, **(tags or {})}, parent_run_id=parent_run_id,
     )
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.log_params(tracking.flatten_params(config.model_dump(mode="json")))

@@ -168,10 +168,11 @@ def build_context(loop_config: dict[str, Any]) -> LoopContext:
     )
 
 
-def restore(context: LoopContext, checkpoint: ray.train.Checkpoint) -> None:
-    """Continues from a Ray Train checkpoint at its exact iteration (weights, optimiser, RNG...)."""
+def restore(context: LoopContext, checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
+    """Continues from a Ray Train checkpoint at its exact iteration (weights, optimiser, RNG...);
+    returns the checkpoint's meta.json (the metrics of the validation that wrote it)."""
     with checkpoint.as_directory() as directory:
-        model_state, train_state, _ = load_checkpoint(directory)
+        model_state, train_state, meta = load_checkpoint(directory)
     unwrap(context.student).load_state_dict(model_state)
     context.distiller.load_state_dict(train_state["distiller"])
     context.optimizer.load_state_dict(train_state["optimizer"])
@@ -181,6 +182,17 @@ def restore(context: LoopContext, checkpoint: ray.train.Checkpoint) -> None:
     context.iteration = int(train_state["iteration"])
     context.best_miou = float(train_state["best_miou"])
     context.channel_weight_history = [(int(i), list(w)) for i, w in train_state.get("channel_weights", [])]
+    return meta
+
+
+VALIDATION_METRICS = ("val_miou", "val_miou_all", "val_pixel_acc")  # what `validate` returns
+
+
+def report_finished_run(context: LoopContext, meta: dict[str, Any]) -> None:
+    """A run restarted after its last iteration (a sweep driver killed before it saved the trial's
+    end) trains nothing: it reports its last validation again, so Tune and ASHA see how it ended."""
+    metrics = {name: float(meta[name]) for name in VALIDATION_METRICS if name in meta}
+    ray.train.report({**metrics, "best_val_miou": context.best_miou, "iteration": context.iteration})
 
 
 def training_loader(context: LoopContext) -> DataLoader:
@@ -370,10 +382,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. loop_config: {"train": TrainConfig dict, "tracking_uri", "mlflow_run_id"}."""
     context = build_context(loop_config)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        restore(context, checkpoint)
-    tracker = RankZeroTracker(context, loop_config)
     schedule = context.config.schedule
+    if checkpoint is not None:
+        meta = restore(context, checkpoint)
+        if context.iteration >= schedule.max_iters:
+            report_finished_run(context, meta)
+            return
+    tracker = RankZeroTracker(context, loop_config)
     global_batch = schedule.batch_size
 
     context.student.train()

@@ -92,5 +92,8 @@ def test_rerunning_a_finished_run_resumes_instead_of_training_again(ray_local, t
     first = fit(config)
     again = fit(config)  # same name + storage: Ray Train restores the latest checkpoint
     assert again.metrics["iteration"] == 4
+    # nothing trained again: the last validation is reported once more, as it was (for Tune)
+    for name in ("val_miou", "val_miou_all", "val_pixel_acc", "best_val_miou"):
+        assert again.metrics[name] == first.metrics[name]
     assert torch.equal(final_weights(first)["head.block.4.weight"], final_weights(again)["head.block.4.weight"])
     assert run_name(config).startswith("teacher-synthetic-deeplabv3_resnet18-none-")
