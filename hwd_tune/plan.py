@@ -9,7 +9,6 @@ and `read_yaml`); `hwd_tune/reproduce.py` schedules the runs and `hwd_tune/repor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,14 +25,12 @@ from hwd_tune.config import (
     TeacherConfig,
     TrainConfig,
     apply_overrides,
-    format_validation_error,
     load_train_config,
     read_yaml,
 )
-from hwd_tune.sweep_config import RESOURCE_TOLERANCE, SweepResources
+from hwd_tune.sweep_config import ParameterValue, SweepProblems, SweepResources, concurrent_jobs, describe_problems
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # plan names and method labels: tags, folders, run keys
-ParameterValue = bool | int | float | str  # what a method parameter can hold (MethodConfig.params)
 Problems = list[tuple[str, str]]  # (field path, what is wrong and what is allowed)
 
 
@@ -143,12 +140,8 @@ class Plan(StrictModel):
         return {entry.shown_label: entry.name for entry in self.methods}
 
 
-class PlanProblems(ValueError):
+class PlanProblems(SweepProblems):
     """Checks across sections that failed, as (field path, message) pairs."""
-
-    def __init__(self, problems: Problems) -> None:
-        self.problems = problems
-        super().__init__("\n".join(f"{field}: {message}" for field, message in problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,18 +377,9 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
     try:
         plan = Plan.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as error:
-        raise ConfigError(_describe(error, str(path))) from None
+        raise ConfigError(describe_problems(error, str(path))) from None
     plan._source = str(path)
     return plan
-
-
-def _describe(error: ValidationError, source: str) -> str:
-    """One line per problem, `source: field: message`, for schema errors and cross-section ones."""
-    for problem in error.errors():
-        cause = problem.get("ctx", {}).get("error")
-        if isinstance(cause, PlanProblems):  # only error then: pydantic runs it on valid fields
-            return "\n".join(f"{source}: {field}: {message}" for field, message in cause.problems)
-    return format_validation_error(error, source)
 
 
 def check_resources(plan: Plan, available: Mapping[str, float]) -> int:
@@ -405,26 +389,5 @@ def check_resources(plan: Plan, available: Mapping[str, float]) -> int:
     gpus_per_worker GPUs; max_concurrent_runs caps the count. Raises ConfigError naming the fields
     when not even one run fits.
     """
-    workers = plan.train.resources
-    needed = {
-        "CPU": workers.num_workers * workers.cpus_per_worker + plan.resources.trial_cpus,
-        "GPU": workers.num_workers * workers.gpus_per_worker,
-    }
-    fields = {
-        "CPU": "train.resources.num_workers x cpus_per_worker + resources.trial_cpus",
-        "GPU": "train.resources.num_workers x gpus_per_worker",
-    }
-    fits = plan.max_concurrent_runs or math.inf
-    problems = []
-    for kind, per_run in needed.items():
-        if per_run <= 0:
-            continue
-        have = float(available.get(kind, 0.0))
-        if per_run > have + RESOURCE_TOLERANCE:
-            shortage = f"one run needs {per_run:g} {kind}s, the cluster has {have:g}"
-            problems.append(f"{plan.source}: {fields[kind]}: {shortage}; lower them or add nodes")
-        else:
-            fits = min(fits, math.floor(have / per_run + RESOURCE_TOLERANCE))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return int(fits)
+    return concurrent_jobs(plan.train, plan.resources.trial_cpus, plan.max_concurrent_runs, available,
+                           source=plan.source, job="run")

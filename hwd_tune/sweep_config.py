@@ -319,13 +319,14 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
     try:
         sweep = SweepConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as error:
-        raise ConfigError(_describe(error, str(path))) from None
+        raise ConfigError(describe_problems(error, str(path))) from None
     sweep._source = str(path)
     return sweep
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    """One line per problem, `source: field: message`, for schema errors and cross-section ones."""
+def describe_problems(error: ValidationError, source: str) -> str:
+    """One line per problem, `source: field: message`, for schema errors and cross-section ones
+    (a sweep's SweepProblems, or any subclass: a plan's PlanProblems)."""
     for problem in error.errors():
         cause = problem.get("ctx", {}).get("error")
         if isinstance(cause, SweepProblems):  # only error then: pydantic runs it on valid fields
@@ -339,26 +340,35 @@ def check_resources(sweep: SweepConfig, available: Mapping[str, float]) -> int:
     One trial reserves num_workers * cpus_per_worker + trial_cpus CPUs and num_workers *
     gpus_per_worker GPUs. Raises ConfigError naming the fields when not even one trial fits.
     """
-    workers = sweep.train.resources
+    return concurrent_jobs(sweep.train, sweep.resources.trial_cpus, sweep.search.max_concurrent_trials,
+                           available, source=sweep.source, job="trial")
+
+
+def concurrent_jobs(
+    train: TrainConfig, driver_cpus: float, cap: int | None, available: Mapping[str, float], *, source: str, job: str
+) -> int:
+    """How many training jobs of `train` (plus `driver_cpus` for each Tune driver) fit at once in
+    `available`, at most `cap`; ConfigError naming the fields when not even one fits."""
+    workers = train.resources
     needed = {
-        "CPU": workers.num_workers * workers.cpus_per_worker + sweep.resources.trial_cpus,
+        "CPU": workers.num_workers * workers.cpus_per_worker + driver_cpus,
         "GPU": workers.num_workers * workers.gpus_per_worker,
     }
     fields = {
         "CPU": "train.resources.num_workers x cpus_per_worker + resources.trial_cpus",
         "GPU": "train.resources.num_workers x gpus_per_worker",
     }
-    fits = sweep.search.max_concurrent_trials or math.inf
+    fits = cap or math.inf
     problems = []
-    for kind, per_trial in needed.items():
-        if per_trial <= 0:
+    for kind, per_job in needed.items():
+        if per_job <= 0:
             continue
         have = float(available.get(kind, 0.0))
-        if per_trial > have + RESOURCE_TOLERANCE:
-            shortage = f"one trial needs {per_trial:g} {kind}s, the cluster has {have:g}"
-            problems.append(f"{sweep.source}: {fields[kind]}: {shortage}; lower them or add nodes")
+        if per_job > have + RESOURCE_TOLERANCE:
+            shortage = f"one {job} needs {per_job:g} {kind}s, the cluster has {have:g}"
+            problems.append(f"{source}: {fields[kind]}: {shortage}; lower them or add nodes")
         else:
-            fits = min(fits, math.floor(have / per_trial + RESOURCE_TOLERANCE))
+            fits = min(fits, math.floor(have / per_job + RESOURCE_TOLERANCE))
     if problems:
         raise ConfigError("\n".join(problems))
     return int(fits)
