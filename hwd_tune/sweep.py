@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from hwd_tune.sweep_config import (
     SweepConfig,
     baseline_train_config,
     check_resources,
+    startup_trials,
     trial_train_config,
 )
 from trainables.launch import build_trainer, preflight, resource_plan, run_training
@@ -220,6 +222,9 @@ class ResumableOptunaSearch(OptunaSearch):
 def build_searcher(sweep: SweepConfig) -> OptunaSearch:
     """Seeded TPE over search.space, the paper's points first, the study kept in search.storage.
 
+    TPE starts modelling after `startup_trials(search)` results (Optuna's default of 10 is meant
+    for long sweeps); the paper's points count among them.
+
     With search.sampler "grid", Optuna's GridSampler runs each combination once in a seeded order.
     Its first points are not enqueued: GridSampler gives no grid point to an enqueued trial, so
     one combination would run twice and another never; they are grid points, so they run anyway.
@@ -229,7 +234,12 @@ def build_searcher(sweep: SweepConfig) -> OptunaSearch:
         grid = {name: list(parameter.values) for name, parameter in search.space.items()}
         sampler, first_points = optuna.samplers.GridSampler(search_space=grid, seed=search.seed), None
     else:
-        sampler = optuna.samplers.TPESampler(seed=search.seed)
+        with warnings.catch_warnings():  # multivariate and constant_liar are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=search.seed, n_startup_trials=startup_trials(search), multivariate=search.multivariate,
+                constant_liar=True,  # trials running side by side are not all drawn at the same spot
+            )
         first_points = [dict(point) for point in search.points_to_evaluate] or None
     return ResumableOptunaSearch(
         points_to_evaluate=first_points,

@@ -119,6 +119,10 @@ class SearchConfig(StrictModel):
     seed: int = 0  # seeds the sampler (TPE, or the grid's order), so a sweep is reproducible
     # tpe: Optuna's TPE; grid: every combination of the `choice` values once (benchmarks/sweep.py)
     sampler: Literal["tpe", "grid"] = "tpe"
+    # TPE's random start: trials drawn at random before TPE models the results. None: a quarter of
+    # num_samples, 2 to 10. Optuna's own 10 would leave a quickstart-sized sweep entirely random.
+    startup_trials: int | None = Field(None, ge=0)
+    multivariate: bool = True  # one joint TPE model: tau and beta interact (beta = 1 ignores mu)
     space: dict[str, ParameterRange] = Field(min_length=1)  # parameter of train.method -> range
     points_to_evaluate: list[dict[str, ParameterValue]] = []  # the paper's Table I values first
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -274,6 +278,13 @@ def grid_size(search: SearchConfig) -> int | None:
     if any(parameter.type != "choice" for parameter in search.space.values()):
         return None
     return math.prod(len(parameter.values) for parameter in search.space.values())
+
+
+def startup_trials(search: SearchConfig) -> int:
+    """Random trials before TPE takes over: search.startup_trials, else num_samples // 4 in [2, 10]."""
+    if search.startup_trials is not None:
+        return search.startup_trials
+    return min(10, max(2, search.num_samples // 4))
 
 
 def _grid_problems(search: SearchConfig) -> Problems:

@@ -104,6 +104,15 @@ def test_close_orphaned_optuna_trials_fails_only_the_running_ones(tmp_path):
     assert sweep_service.close_orphaned_optuna_trials(sweep) == []
 
 
+@pytest.mark.parametrize("search, startup", [({}, 2), ({"num_samples": 40}, 10), ({"startup_trials": 0}, 0)])
+def test_tpe_models_results_after_a_startup_sized_to_the_sweep(tmp_path, search, startup):
+    """TPE leaves its random start after `startup` results (not Optuna's fixed 10, which would
+    leave a 4-trial sweep random), models the parameters jointly and spreads concurrent trials."""
+    sweep = tiny_sweep(tmp_path, "teacher.pt", **search)
+    sampler = sweep_service.build_searcher(sweep)._sampler
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (startup, True, True)
+
+
 def test_the_searcher_ignores_results_of_trials_the_study_already_finished(tmp_path):
     """A trial finished just before the driver was killed reports again after --resume: its
     Optuna trial keeps its value, and the plain OptunaSearch would raise on it."""

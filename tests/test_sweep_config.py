@@ -16,6 +16,7 @@ from hwd_tune.sweep_config import (
     check_resources,
     grid_size,
     load,
+    startup_trials,
     trial_train_config,
 )
 
@@ -181,6 +182,7 @@ BAD_OVERRIDES = [
     (["search.baselines=[none, fancy]"], r"search\.baselines\[1\]: unknown method 'fancy'"),
     (["search.baselines=[cwd, cwd]"], r"search\.baselines: each method at most once"),
     (["search.storage=outputs/optuna.db"], r"search\.storage: expected an Optuna storage URL"),
+    (["search.startup_trials=-1"], r"search\.startup_trials: Input should be greater than or equal to 0"),
     (["search.max_concurrent_trials=0"], r"search\.max_concurrent_trials: .*greater than or equal to 1"),
     (["resources.trial_cpus=-1"], r"resources\.trial_cpus: Input should be greater than or equal to 0"),
     # the training job
@@ -461,3 +463,11 @@ def test_a_grid_with_a_continuous_range_is_not_counted(tmp_path):
     with pytest.raises(ConfigError) as error:
         load(path)
     assert "search.space.tau.type" in str(error.value) and "search.num_samples" not in str(error.value)
+
+
+@pytest.mark.parametrize(("num_samples", "configured", "expected"),
+                         [(1, None, 2), (8, None, 2), (16, None, 4), (27, None, 6), (200, None, 10), (8, 5, 5)])
+def test_tpe_startup_is_a_quarter_of_the_sweep_within_two_to_ten(num_samples, configured, expected):
+    search = load(SEARCH_SPACES / "quickstart.yaml").search.model_copy(
+        update={"num_samples": num_samples, "startup_trials": configured})
+    assert startup_trials(search) == expected
