@@ -24,11 +24,15 @@ from hwd_tune.config import (
     StrictModel,
     TeacherConfig,
     TrainConfig,
-    apply_overrides,
     load_train_config,
-    read_yaml,
 )
-from hwd_tune.sweep_config import ParameterValue, SweepProblems, SweepResources, concurrent_jobs, describe_problems
+from hwd_tune.sweep_config import (
+    ParameterValue,
+    SweepProblems,
+    SweepResources,
+    concurrent_jobs,
+    load_validated,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # plan names and method labels: tags, folders, run keys
 Problems = list[tuple[str, str]]  # (field path, what is wrong and what is allowed)
@@ -228,14 +232,21 @@ def _datasets(plan: Plan) -> tuple[list[tuple[DataConfig, TeacherConfig]], Probl
         teacher = _validated(TeacherConfig, _merged(base_teacher, entry.teacher), f"{field}.teacher", problems)
         if data is None or teacher is None:
             continue
-        if data.name in first_index:
-            other = first_index[data.name]
-            message = f"{data.name!r} is also datasets[{other}]: each dataset at most once (cells are named by it)"
-            problems.append((f"{field}.data.name", message))
+        duplicate = _repeated(first_index, data.name, index, "datasets", "dataset")
+        if duplicate:
+            problems.append((f"{field}.data.name", duplicate))
             continue
-        first_index[data.name] = index
         found.append((data, teacher))
     return found, problems
+
+
+def _repeated(first_index: dict[str, int], key: str, index: int, section: str, what: str) -> str | None:
+    """The error for entry `index` of `section` when an earlier entry has the same `key` (cells are
+    named by it); otherwise records `key` as taken and returns None."""
+    if key in first_index:
+        return f"{key!r} is also {section}[{first_index[key]}]: each {what} at most once (cells are named by it)"
+    first_index[key] = index
+    return None
 
 
 def _students(plan: Plan) -> tuple[list[ModelConfig], Problems]:
@@ -252,12 +263,10 @@ def _students(plan: Plan) -> tuple[list[ModelConfig], Problems]:
         student = _validated(ModelConfig, _merged(base, entry), field, problems)
         if student is None:
             continue
-        if student.arch in first_index:
-            other = first_index[student.arch]
-            message = f"{student.arch!r} is also students[{other}]: each arch at most once (cells are named by it)"
-            problems.append((f"{field}.arch", message))
+        duplicate = _repeated(first_index, student.arch, index, "students", "arch")
+        if duplicate:
+            problems.append((f"{field}.arch", duplicate))
             continue
-        first_index[student.arch] = index
         found.append(student)
     return found, problems
 
@@ -373,13 +382,7 @@ def _jobs(
 # --------------------------------------------------------------------------------------------
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
     """Validated plan from a YAML file plus `a.b.c=value` overrides; errors name the file and field."""
-    raw = read_yaml(path)
-    try:
-        plan = Plan.model_validate(apply_overrides(raw, list(overrides)))
-    except ValidationError as error:
-        raise ConfigError(describe_problems(error, str(path))) from None
-    plan._source = str(path)
-    return plan
+    return load_validated(Plan, path, overrides)
 
 
 def check_resources(plan: Plan, available: Mapping[str, float]) -> int:

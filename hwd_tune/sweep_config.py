@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
@@ -28,6 +28,7 @@ from hwd_tune.config import (
 
 ParameterValue = bool | int | float | str  # what a method parameter can hold (MethodConfig.params)
 RESOURCE_TOLERANCE = 1e-9  # float slack when comparing resource sums (Ray rounds to 1e-4 units)
+FileModel = TypeVar("FileModel", bound=StrictModel)  # a file-backed config with a `_source` (sweep, plan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,13 +327,19 @@ def _baseline_problems(baselines: list[str]) -> Problems:
 # --------------------------------------------------------------------------------------------
 def load(path: str | Path, overrides: Sequence[str] = ()) -> SweepConfig:
     """Validated sweep from a YAML file plus `a.b.c=value` overrides; errors name file and field."""
+    return load_validated(SweepConfig, path, overrides)
+
+
+def load_validated(model: type[FileModel], path: str | Path, overrides: Sequence[str] = ()) -> FileModel:
+    """`model` (a sweep or a plan) validated from a YAML file plus overrides, remembering the file
+    for later error messages; ConfigError lists every problem as `file: field: message`."""
     raw = read_yaml(path)
     try:
-        sweep = SweepConfig.model_validate(apply_overrides(raw, list(overrides)))
+        loaded = model.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as error:
         raise ConfigError(describe_problems(error, str(path))) from None
-    sweep._source = str(path)
-    return sweep
+    loaded._source = str(path)
+    return loaded
 
 
 def describe_problems(error: ValidationError, source: str) -> str:
