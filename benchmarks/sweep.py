@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwd_tune.config import TrainConfig
-from hwd_tune.sweep_config import SweepConfig
+from hwd_tune.sweep.config import SweepConfig
 
 TOLERANCE = 0.3  # mIoU points (0-100 scale): "within 0.3 mIoU of the grid's best"
 TARGET_RATIO = 0.25  # the issue: the sweep needs <= 25 % of the grid's compute
@@ -233,7 +233,7 @@ def ratio(numerator: int | None, denominator: int) -> float | None:
 # --------------------------------------------------------------------------------------------
 def ensure_teacher(setting: Setting, workdir: Path, console: Console) -> float | None:
     """Trains and registers the teacher unless this workdir's store already has it; its best mIoU."""
-    from hwd_tune.quickstart import teacher_is_registered
+    from hwd_tune.sweep.quickstart import teacher_is_registered
     from trainables.launch import run_training
 
     if teacher_is_registered(tracking_uri(workdir), TEACHER_SOURCE):

@@ -142,18 +142,18 @@ def evaluate(
 
 @app.command()
 def sweep(
-    config: Annotated[Path, typer.Argument(help="Sweep YAML (search_spaces/*.yaml, see hwd_tune/sweep_config.py).")],
+    config: Annotated[Path, typer.Argument(help="Sweep YAML (search_spaces/*.yaml, see hwd_tune/sweep/config.py).")],
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed sweep: finished trials are kept.")] = False,
     address: AddressOption = None,
 ) -> None:
     """Tune the method's parameters (tau, mu, beta) with Optuna + ASHA; prints the best and the baselines."""
     from hwd_tune import sweep as sweep_service
-    from hwd_tune.config import ConfigError, load
+    from hwd_tune.config import ConfigError
     from trainables.launch import connect_ray
 
     try:
-        sweep_config = load(config, list(set_ or []))
+        sweep_config = sweep_service.load(config, list(set_ or []))
     except ConfigError as error:
         console.print(f"[red]invalid sweep[/red]\n{error}")
         raise typer.Exit(code=2) from None
@@ -167,7 +167,7 @@ def sweep(
 
 def _load_plan(path: Path, sets: list[str] | None):
     from hwd_tune.config import ConfigError
-    from hwd_tune.plan import load as load_plan
+    from hwd_tune.reproduce.plan import load as load_plan
 
     try:
         return load_plan(path, list(sets or []))
@@ -178,7 +178,7 @@ def _load_plan(path: Path, sets: list[str] | None):
 
 @app.command()
 def reproduce(
-    plan: Annotated[Path, typer.Argument(help="Plan YAML (search_spaces/plans/*.yaml, see hwd_tune/plan.py).")],
+    plan: Annotated[Path, typer.Argument(help="Plan YAML (search_spaces/plans/*.yaml, see hwd_tune/reproduce/plan.py).")],
     set_: SetOption = None,
     address: AddressOption = None,
 ) -> None:
@@ -211,7 +211,7 @@ def report(
 
     plan_config = _load_plan(plan, set_)
     try:
-        reproduce_service.report(plan_config, console=console)
+        reproduce_service.report_from_mlflow(plan_config, console=console)
     except (ValueError, KeyError) as error:
         console.print(f"[red]cannot write the report[/red]: {error}")
         raise typer.Exit(code=2) from None
@@ -224,7 +224,7 @@ def quickstart(
 ) -> None:
     """Train a synthetic teacher, run a small HWD sweep (+ baselines) and print the best tau, mu, beta."""
     from hwd_tune.config import ConfigError
-    from hwd_tune.quickstart import run_quickstart
+    from hwd_tune.sweep.quickstart import run_quickstart
     from trainables.launch import connect_ray
 
     connect_ray(address)

@@ -374,10 +374,3 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         return TrainConfig.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
-
-
-def load(path: str | Path, overrides: list[str] = ()) -> "SweepConfig":  # noqa: F821
-    """A validated sweep file (search_spaces/*.yaml): `hwd_tune.sweep_config.load`, re-exported."""
-    from hwd_tune.sweep_config import load as load_sweep  # late: sweep_config builds on this module
-
-    return load_sweep(path, overrides)

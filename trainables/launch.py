@@ -194,7 +194,7 @@ def run_training(
     reproduction plan's cell).
     """
     from hwd_tune import tracking
-    from hwd_tune.progress import ProgressMonitor
+    from trainables.progress import ProgressMonitor
 
     tracking_uri = tracking.resolve_tracking_uri(config.tracking.uri, config.output_dir)
     check_fits(resource_plan(config), ray.cluster_resources())

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from hwd_tune.config import METHOD_PARAMS, ConfigError, DataConfig, StrictModel, format_validation_error, safe_load_yaml
 
-DATA_FILE = "paper_results.yaml"  # in the hwd_tune package
+DATA_FILE = "paper_results.yaml"  # in the hwd_tune.reproduce package
 DEFAULT_TABLE = "table2"  # Table II: 40K distillation iterations, the paper's main comparison
 _DATASETS = frozenset(typing.get_args(DataConfig.model_fields["name"].annotation))
 
@@ -113,13 +113,13 @@ def load_table(name: str = DEFAULT_TABLE) -> PaperTable:
     """The paper table `name`; KeyError naming the tables that exist when there is no such table."""
     tables = _load_all()
     if name not in tables:
-        raise KeyError(f"no paper table {name!r} in hwd_tune/{DATA_FILE}; available tables: {sorted(tables)}")
+        raise KeyError(f"no paper table {name!r} in hwd_tune/reproduce/{DATA_FILE}; available tables: {sorted(tables)}")
     return tables[name]
 
 
 @functools.cache
 def _load_all() -> dict[str, PaperTable]:
-    text = resources.files("hwd_tune").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("hwd_tune.reproduce").joinpath(DATA_FILE).read_text(encoding="utf-8")
     source = f"hwd_tune/{DATA_FILE}"
     try:
         parsed = _DataFile.model_validate(safe_load_yaml(text))

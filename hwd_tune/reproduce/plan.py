@@ -4,7 +4,7 @@ A plan holds the common training recipe (`train:`, a `config.TrainConfig` whose 
 the plan sets per run), the datasets with their teachers, the students, the methods (published
 defaults, explicit params, or the best config of a sweep) and the seeds. `Plan.cells()` lists every
 run and `Plan.train_config(cell)` builds its training job. This is the schema layer only (pydantic
-and `read_yaml`); `hwd_tune/reproduce.py` schedules the runs and `hwd_tune/report.py` reports them.
+and `read_yaml`); `hwd_tune.reproduce.runner` schedules the runs and `hwd_tune.reproduce.report` reports them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hwd_tune.config import (
     TrainConfig,
     load_train_config,
 )
-from hwd_tune.sweep_config import (
+from hwd_tune.sweep.config import (
     ParameterValue,
     SweepProblems,
     SweepResources,
@@ -77,7 +77,7 @@ class Plan(StrictModel):
     """One reproduction plan: every combination of datasets, students, methods and seeds."""
 
     name: str = Field(pattern=NAME_PATTERN)  # tags every run; names the output folder and the plan run
-    paper: str | None = None  # the published table the report compares with (hwd_tune.paper); None: none
+    paper: str | None = None  # the published table the report compares with (hwd_tune.reproduce.paper); None: none
     train: TrainConfig  # the common recipe: job "distill", name unset; method and seed set per run
     datasets: list[PlanDataset] = Field(min_length=1)
     students: list[dict[str, Any]] = Field(min_length=1)  # each merged over train.student; names its arch
@@ -177,11 +177,11 @@ def plan_problems(plan: Plan) -> tuple[Problems, dict[tuple[str, str, str], Trai
 def _paper_problems(paper: str | None) -> Problems:
     if paper is None:
         return []
-    from hwd_tune.paper import table_names  # package data, read once
+    from hwd_tune.reproduce.paper import table_names  # package data, read once
 
     tables = table_names()
     if paper not in tables:
-        return [("paper", f"no published table {paper!r} in hwd_tune.paper; expected one of {sorted(tables)} or null")]
+        return [("paper", f"no published table {paper!r} in hwd_tune.reproduce.paper; expected one of {sorted(tables)} or null")]
     return []
 
 

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from hwd_tune import tracking
 from hwd_tune.config import METHOD_PARAMS
-from hwd_tune.paper import PaperTable, PaperTeacher, load_table
+from hwd_tune.reproduce.paper import PaperTable, PaperTeacher, load_table
 
 Cell = tuple[str, str, str, int]  # (dataset, student, method label, seed) of one planned run
 METHOD_NAME_TAG = "hwd.method"  # the method's real name on a plan run (its label may be e.g. hwd-swept)
@@ -664,7 +664,7 @@ def write_plan_report(
     """Reads the plan's runs from MLflow and writes report.md, report.html and report.png to `output_dir`.
 
     cells: the plan's (dataset, student, method label, seed). paper_table: a table of
-    `hwd_tune.paper` (e.g. "table2") or None. label_methods: real method per label where the runs
+    `hwd_tune.reproduce.paper` (e.g. "table2") or None. label_methods: real method per label where the runs
     cannot tell (a label with no run). With plan_run_id, the three files go to that run under
     `report/` with metrics report_expected_runs, report_finished_runs, report_missing_runs.
     """

@@ -4,8 +4,8 @@
 FINISHED earlier (same config hash, same plan), runs the others through a Tune grid (FIFO, as many
 at once as the resources fit; a failed run is recorded and the others go on), each trial calling
 `trainables.launch.run_training` with the cell's tags and logging the run's cost, and finally
-writes the report (`hwd_tune.report`). With hwd_tune/sweep.py, one of the two modules that
-import ray.tune.
+writes the report (`hwd_tune.reproduce.report`). With the sweep wing, the only code that imports
+ray.tune.
 
 Where things go, under `<train.output_dir>/plans/<name>/`: `tune/` (Tune's experiment) and
 `report/` (report.md, report.html, report.png). Each run keeps its checkpoints where run_training
@@ -31,8 +31,9 @@ from rich.table import Table
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
-from hwd_tune.plan import Cell, Plan, check_resources
-from hwd_tune.sweep import failure_reason
+from hwd_tune.reproduce.plan import Cell, Plan, check_resources
+from hwd_tune.reproduce.report import write_plan_report
+from hwd_tune.sweep.summary import failure_reason
 from trainables.launch import preflight, resource_plan, run_key, run_name, run_training
 
 PLANS_FOLDER = "plans"  # under train.output_dir: one folder per plan
@@ -73,7 +74,7 @@ class ReproduceSummary:
     skipped: list[Cell]  # finished earlier in MLflow: not run again
     scheduled: list[Cell]  # handed to the Tuner (empty: no Tuner was built)
     plan_dir: Path
-    report: Any = None  # hwd_tune.report.PlanReport, None if the report could not be written
+    report: Any = None  # hwd_tune.reproduce.report.PlanReport, None if the report could not be written
     report_error: str | None = None
 
     @property
@@ -377,10 +378,8 @@ def _finish_plan_run(plan_run: tracking.RunLogger, summary: ReproduceSummary) ->
 def write_report(plan: Plan, *, plan_run_id: str | None):
     """The plan's report from MLflow into `<plan dir>/report/` (and onto the plan run, if given).
 
-    Returns `hwd_tune.report.PlanReport`; cells without a finished run are shown as missing.
+    Returns `hwd_tune.reproduce.report.PlanReport`; cells without a finished run are shown as missing.
     """
-    from hwd_tune.report import write_plan_report
-
     tracking_uri, experiment = plan_tracking(plan)
     return write_plan_report(
         plan_name=plan.name, cells=[tuple(cell) for cell in plan.cells()], tracking_uri=tracking_uri,
@@ -389,7 +388,7 @@ def write_report(plan: Plan, *, plan_run_id: str | None):
     )
 
 
-def report(plan: Plan, *, console: Console | None = None):
+def report_from_mlflow(plan: Plan, *, console: Console | None = None):
     """`hwd-tune report`: the report from what MLflow holds, into `<plan dir>/report/` and onto the
     plan run (issue 9: the report is logged to the plan's MLflow run); nothing is trained."""
     console = console or Console()

@@ -4,7 +4,7 @@ A sweep file holds one full distillation job (`train:`, a `config.TrainConfig`) 
 around it (`search:`): ranges of the tuned method's parameters, the paper's values to try first,
 the ASHA scheduler, the Optuna storage, the baselines and an optional final stage; `resources:`
 adds what each trial's driver reserves. This is the schema layer only (pydantic and
-yaml.safe_load); `hwd_tune/sweep.py` turns a `SweepConfig` into a Ray Tune `Tuner`.
+yaml.safe_load); `hwd_tune.sweep.service` turns a `SweepConfig` into a Ray Tune `Tuner`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import load_train_config
-from hwd_tune.sweep_config import load as load_sweep
+from hwd_tune.sweep.config import load as load_sweep
+from hwd_tune.sweep.layout import TUNE_FOLDER, sweep_dir
+from hwd_tune.sweep.service import run as run_sweep
+from trainables.launch import run_training
 
 TEACHER_FILE = Path("train") / "quickstart_teacher.yaml"
 SWEEP_FILE = Path("quickstart.yaml")
@@ -22,7 +25,7 @@ SWEEP_FILE = Path("quickstart.yaml")
 
 def search_spaces_dir() -> Path:
     """search_spaces/ of the current directory, else of the source checkout this package is in."""
-    for candidate in (Path.cwd() / "search_spaces", Path(__file__).resolve().parents[1] / "search_spaces"):
+    for candidate in (Path.cwd() / "search_spaces", Path(__file__).resolve().parents[2] / "search_spaces"):
         if (candidate / SWEEP_FILE).is_file():
             return candidate
     raise FileNotFoundError(
@@ -42,9 +45,6 @@ def teacher_is_registered(tracking_uri: str, source: str) -> bool:
 
 def run_quickstart(*, output_dir: str = "outputs", console: Console | None = None):
     """Runs (or resumes) the three steps; returns the sweep's `SweepSummary`. Ray must be up."""
-    from hwd_tune import sweep as sweep_service
-    from trainables.launch import run_training
-
     console = console or Console()
     folder = search_spaces_dir()
     sweep = load_sweep(folder / SWEEP_FILE, [f"train.output_dir={output_dir}"])
@@ -60,8 +60,8 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
                       f"registered as {sweep.train.teacher.source}")
 
     console.rule("[bold]2/3 HWD sweep over tau, mu, beta (+ student-only and CWD baselines)")
-    resume = (sweep_service.sweep_dir(sweep) / sweep_service.TUNE_FOLDER / sweep.name).exists()
-    summary = sweep_service.run(sweep, resume=resume, console=console)
+    resume = (sweep_dir(sweep) / TUNE_FOLDER / sweep.name).exists()
+    summary = run_sweep(sweep, resume=resume, console=console)
 
     console.rule("[bold]3/3 result")
     best = ", ".join(f"{name} = {value:.3g}" for name, value in summary.best_params.items())

@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from hwd_tune.config import ConfigError, HWDParams
-from hwd_tune.paper import load_table
-from hwd_tune.plan import Cell, Plan, check_resources, load
-from hwd_tune.sweep_config import load as load_sweep
+from hwd_tune.reproduce.paper import load_table
+from hwd_tune.reproduce.plan import Cell, Plan, check_resources, load
+from hwd_tune.sweep.config import load as load_sweep
 from trainables.launch import run_key
 
-SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 PLANS = SEARCH_SPACES / "plans"
 TABLE_II_METHODS = ["none", "skd", "ifvd", "cwd", "cirkd", "dist", "mgd", "hwd"]  # method.md, Table II columns
 TABLE_II_ROWS = {  # method.md, Table II rows: dataset -> students
@@ -197,7 +197,7 @@ BAD_OVERRIDES = [
     (["name=../escape"], r"name: String should match pattern"),
     (["max_concurrent_runs=0"], r"max_concurrent_runs: Input should be greater than or equal to 1"),
     (["resources.trial_cpus=-1"], r"resources\.trial_cpus: Input should be greater than or equal to 0"),
-    (["paper=table9"], r"paper: no published table 'table9' in hwd_tune\.paper; expected one of \[.*'table2'"),
+    (["paper=table9"], r"paper: no published table 'table9' in hwd_tune\.reproduce\.paper; expected one of \[.*'table2'"),
     # empty lists, repeats
     (["datasets=[]"], r"datasets: List should have at least 1 item"),
     (["students=[]"], r"students: List should have at least 1 item"),

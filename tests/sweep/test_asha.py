@@ -22,10 +22,10 @@ import pytest
 import torch
 from torch import nn
 
-from hwd_tune import sweep as sweep_service
 from hwd_tune.config import ModelConfig, TrainConfig
 from hwd_tune.data.from_config import validation_set
-from hwd_tune.sweep_config import SweepConfig
+from hwd_tune.sweep import searcher, service
+from hwd_tune.sweep.config import SweepConfig
 from tests.trainables.helpers import TINY_TEACHER, tiny_config
 from trainables.loop import model_from_config
 
@@ -91,7 +91,7 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
             "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2},
         },
     })
-    summary = sweep_service.run(sweep)
+    summary = service.run(sweep)
 
     good, *bad = summary.trials
     copy_teacher = constant_prediction_miou(train, TEACHER_CLASS)
@@ -121,7 +121,7 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
         assert (first.step, first.value) == (4, pytest.approx(copy_teacher, abs=1e-6))
 
     # Optuna was told each trial's last result: the good one's at max_t, the stopped ones' at the rung
-    study = optuna.load_study(study_name=sweep.name, storage=sweep_service.optuna_storage(sweep))
+    study = optuna.load_study(study_name=sweep.name, storage=searcher.optuna_storage(sweep))
     told = {trial.params["weight"]: trial.value for trial in study.trials}
     assert told[GOOD] == pytest.approx(client.get_metric_history(good.run_id, "val_miou")[-1].value)
     assert [told[weight] for weight in BAD] == [pytest.approx(copy_teacher, abs=1e-6)] * 2
@@ -147,14 +147,14 @@ def test_a_grid_sweep_runs_each_combination_exactly_once(ray_local, tmp_path, co
             "scheduler": {"type": "none"},
         },
     })
-    summary = sweep_service.run(sweep)
+    summary = service.run(sweep)
 
     expected = Counter(itertools.product(grid["tau"], grid["beta"]))
     visited = Counter((row.params["tau"], row.params["beta"]) for row in summary.trials)
     assert visited == expected  # all four, each once
     assert all((row.status, row.iterations) == ("completed", 2) for row in summary.trials)
 
-    study = optuna.load_study(study_name=sweep.name, storage=sweep_service.optuna_storage(sweep))
+    study = optuna.load_study(study_name=sweep.name, storage=searcher.optuna_storage(sweep))
     assert Counter((trial.params["tau"], trial.params["beta"]) for trial in study.trials) == expected
     assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
     by_params = {(row.params["tau"], row.params["beta"]): row for row in summary.trials}

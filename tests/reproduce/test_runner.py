@@ -21,8 +21,8 @@ from hwd_tune.config import ConfigError, DataConfig, ModelConfig
 from hwd_tune.data.from_config import training_set
 from hwd_tune.data.stream import TrainingStream
 from hwd_tune.losses.task import TaskLoss, total_loss
-from hwd_tune.plan import Cell, Plan, load
-from hwd_tune.reproduce import (
+from hwd_tune.reproduce.plan import Cell, Plan, load
+from hwd_tune.reproduce.runner import (
     ReproduceSummary,
     cell_tags,
     finished_runs,
@@ -35,7 +35,7 @@ from tests.trainables.helpers import TINY_TEACHER, tiny_config
 from trainables.launch import run_key, run_name
 from trainables.loop import model_from_config
 
-PLAN_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "plans" / "quickstart.yaml"
+PLAN_FILE = Path(__file__).resolve().parents[2] / "search_spaces" / "plans" / "quickstart.yaml"
 METHODS = ["none", "kd", "skd", "ifvd", "cwd", "cirkd", "dist", "mgd", "hwd"]
 FIRST_METHODS = METHODS[:-1]  # the first reproduction's plan lacks hwd: it is the cell added later
 FAILING = "kd"  # made to fail in the first reproduction

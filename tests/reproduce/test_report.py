@@ -1,4 +1,4 @@
-"""hwd_tune.report on a synthetic plan whose runs sit in a real MLflow sqlite store (no Ray, no mocks).
+"""hwd_tune.reproduce.report on a synthetic plan whose runs sit in a real MLflow sqlite store (no Ray, no mocks).
 
 The plan: ADE20K DeepLabV3-R18 with none / cwd / hwd / hwd-swept (an HWD label) over seeds 0 and 1,
 and Cityscapes DeepLabV3-R18 with none / hwd over seed 0. On purpose: cwd seed 1 has only a FAILED
@@ -15,7 +15,8 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from hwd_tune import report, tracking
+from hwd_tune import tracking
+from hwd_tune.reproduce import report
 
 EXPERIMENT = "plans"
 PLAN = "repro <synthetic> & co"  # HTML special characters: the page must escape them

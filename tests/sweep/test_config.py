@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from hwd_tune import config
-from hwd_tune.config import CWDParams, ConfigError, HWDParams, NoDistillationParams
-from hwd_tune.sweep_config import (
+from hwd_tune import sweep as sweep_wing
+from hwd_tune.config import ConfigError, CWDParams, HWDParams, NoDistillationParams
+from hwd_tune.sweep.config import (
     SweepConfig,
     baseline_train_config,
     check_resources,
@@ -20,7 +20,7 @@ from hwd_tune.sweep_config import (
     trial_train_config,
 )
 
-SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SHIPPED = sorted(SEARCH_SPACES.glob("*.yaml"))
 TABLE_I_MU = {"ade20k": 0.0, "cityscapes": 1.0, "cocostuff": 0.1}  # the supplementary's Table I
 PAPER_FILES = {
@@ -109,8 +109,8 @@ def test_quickstart_is_small_and_fits_two_cores():
     assert check_resources(sweep, {"CPU": 2.0}) == 2  # 0.51 CPU a trial: 3 fit, capped at 2
 
 
-def test_config_load_is_the_sweep_loader():
-    sweep = config.load(SEARCH_SPACES / "quickstart.yaml", ["search.num_samples=3"])
+def test_the_sweep_wing_exports_the_sweep_loader():
+    sweep = sweep_wing.load(SEARCH_SPACES / "quickstart.yaml", ["search.num_samples=3"])
     assert isinstance(sweep, SweepConfig) and sweep.search.num_samples == 3
 
 

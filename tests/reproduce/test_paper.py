@@ -1,8 +1,8 @@
-"""hwd_tune.paper against Table II of the supplementary, typed here again by hand (not read from the data file)."""
+"""hwd_tune.reproduce.paper against Table II of the supplementary, typed here again by hand (not read from the data file)."""
 
 import pytest
 
-from hwd_tune import paper
+from hwd_tune.reproduce import paper
 
 METHODS = ("none", "skd", "ifvd", "cwd", "cirkd", "dist", "mgd", "hwd")
 

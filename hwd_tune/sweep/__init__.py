@@ -1,0 +1,76 @@
+"""The sweep wing: tune a method's parameters (HWD's tau, mu, beta) with Ray Tune + Optuna + ASHA.
+
+Modules: `config` (the sweep file's schema and loading), `layout` (where its files go, how its
+runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `service` (`run`),
+`summary` (trial rows, plots, the best config) and `quickstart` (the README's main job).
+"""
+
+from hwd_tune.sweep.config import (
+    ParameterRange,
+    SweepConfig,
+    baseline_train_config,
+    check_resources,
+    grid_size,
+    load,
+    startup_trials,
+    trial_train_config,
+)
+from hwd_tune.sweep.layout import (
+    BEST_CONFIG_FILE,
+    REPORT_FOLDER,
+    STOPPED_AT_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_STATUS_TAG,
+    TRIALS_FOLDER,
+    TUNE_FOLDER,
+    sweep_dir,
+    sweep_key,
+    trial_run_key,
+)
+from hwd_tune.sweep.searcher import (
+    ResumableOptunaSearch,
+    absolute_storage_url,
+    build_scheduler,
+    build_searcher,
+    close_orphaned_optuna_trials,
+    optuna_storage,
+    tune_domain,
+)
+from hwd_tune.sweep.service import run
+from hwd_tune.sweep.summary import JobResult, SweepSummary, TrialRow, failure_reason, print_summary
+
+__all__ = [
+    "BEST_CONFIG_FILE",
+    "REPORT_FOLDER",
+    "STOPPED_AT_TAG",
+    "SWEEP_TAG",
+    "TRIALS_FOLDER",
+    "TRIAL_ID_TAG",
+    "TRIAL_STATUS_TAG",
+    "TUNE_FOLDER",
+    "JobResult",
+    "ParameterRange",
+    "ResumableOptunaSearch",
+    "SweepConfig",
+    "SweepSummary",
+    "TrialRow",
+    "absolute_storage_url",
+    "baseline_train_config",
+    "build_scheduler",
+    "build_searcher",
+    "check_resources",
+    "close_orphaned_optuna_trials",
+    "failure_reason",
+    "grid_size",
+    "load",
+    "optuna_storage",
+    "print_summary",
+    "run",
+    "startup_trials",
+    "sweep_dir",
+    "sweep_key",
+    "trial_run_key",
+    "trial_train_config",
+    "tune_domain",
+]

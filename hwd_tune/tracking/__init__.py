@@ -1,0 +1,91 @@
+"""MLflow tracking for hwd-tune: the only package that imports mlflow.
+
+Modules, one subject each: `store` (tracking URIs, the client, redaction), `runs` (runs found
+again by their key, the tags searched by), `params` (a config as params), `run_logger` (what a
+run logs) with `plots` (its tables and pictures), `registry` (teacher versions and aliases) and
+`teachers` (a teacher source to a local file). Conventions other parts rely on are in
+docs/architecture.md, "Names that other parts rely on".
+"""
+
+from hwd_tune.tracking.params import PARAM_ALIASES, flatten_params
+from hwd_tune.tracking.registry import (
+    CHECKPOINT_FILE,
+    TEACHER_ARTIFACT_ROOT,
+    TEACHER_FILES,
+    milestone_alias,
+    register_teacher,
+    registered_version,
+    teacher_model_name,
+)
+from hwd_tune.tracking.run_logger import (
+    CHANGED_PARAM_TAG_PREFIX,
+    SYSTEM_TAG_PREFIX,
+    TERMINAL_STATUSES,
+    RunLogger,
+    system_facts,
+)
+from hwd_tune.tracking.runs import (
+    CONFIG_HASH_TAG,
+    FAILURE_REASON_TAG,
+    PLAN_DATASET_TAG,
+    PLAN_METHOD_TAG,
+    PLAN_SEED_TAG,
+    PLAN_STUDENT_TAG,
+    PLAN_TAG,
+    RESUME_COUNT_TAG,
+    RUN_KEY_TAG,
+    FoundRun,
+    find_run_id,
+    find_runs,
+    latest_metrics,
+    start_run,
+)
+from hwd_tune.tracking.store import (
+    MLFLOW_FOLDER,
+    TRACKING_URI_ENV,
+    TRUNCATION_MARKER,
+    default_artifact_location,
+    default_tracking_uri,
+    redact_uri,
+    resolve_tracking_uri,
+)
+from hwd_tune.tracking.teachers import resolve_teacher
+
+__all__ = [
+    "CHANGED_PARAM_TAG_PREFIX",
+    "CHECKPOINT_FILE",
+    "CONFIG_HASH_TAG",
+    "FAILURE_REASON_TAG",
+    "MLFLOW_FOLDER",
+    "PARAM_ALIASES",
+    "PLAN_DATASET_TAG",
+    "PLAN_METHOD_TAG",
+    "PLAN_SEED_TAG",
+    "PLAN_STUDENT_TAG",
+    "PLAN_TAG",
+    "RESUME_COUNT_TAG",
+    "RUN_KEY_TAG",
+    "SYSTEM_TAG_PREFIX",
+    "TEACHER_ARTIFACT_ROOT",
+    "TEACHER_FILES",
+    "TERMINAL_STATUSES",
+    "TRACKING_URI_ENV",
+    "TRUNCATION_MARKER",
+    "FoundRun",
+    "RunLogger",
+    "default_artifact_location",
+    "default_tracking_uri",
+    "find_run_id",
+    "find_runs",
+    "flatten_params",
+    "latest_metrics",
+    "milestone_alias",
+    "redact_uri",
+    "register_teacher",
+    "registered_version",
+    "resolve_teacher",
+    "resolve_tracking_uri",
+    "start_run",
+    "system_facts",
+    "teacher_model_name",
+]

@@ -1,0 +1,186 @@
+"""The sweep service on real Ray, Optuna (sqlite) and MLflow (sqlite): Table I first, statuses,
+parent/child runs, the best config, and the clear errors raised before any trial starts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hwd_tune.config import ConfigError, load_train_config
+from hwd_tune.sweep import layout, service
+from tests.sweep.helpers import PAPER_POINT, SPACE, tiny_sweep
+from tests.trainables.helpers import TINY_TEACHER, tiny_config
+
+
+def test_resources_that_do_not_fit_fail_before_any_trial(ray_local, tmp_path):
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    sweep.train.resources.cpus_per_worker = 3.0  # the session's Ray has 2 CPUs
+    with pytest.raises(ConfigError, match=r"cpus_per_worker.*one trial needs 3.01 CPUs, the cluster has 2"):
+        service.run(sweep)
+    assert not (tmp_path / "tiny").exists()  # nothing started: no Tune state, no study
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(ray_local, tmp_path_factory) -> str:
+    """A tiny teacher trained once for the module (8 iterations); its checkpoint directory."""
+    from trainables.launch import run_training
+
+    output = tmp_path_factory.mktemp("teacher")
+    config = tiny_config(
+        output, name="tiny-teacher", student=dict(TINY_TEACHER),
+        tracking={"experiment": "tests", "uri": f"sqlite:///{output}/mlflow/mlflow.db"},
+    )
+    return str(run_training(config)["checkpoint"])
+
+
+@pytest.mark.slow
+def test_a_new_sweep_does_not_mix_with_an_existing_one(ray_local, tmp_path, teacher_checkpoint):
+    sweep = tiny_sweep(tmp_path, teacher_checkpoint)
+    (layout.sweep_dir(sweep) / layout.TUNE_FOLDER / sweep.name).mkdir(parents=True)
+    with pytest.raises(ValueError, match="already exists.*--resume"):
+        service.run(sweep)
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_local, tmp_path, teacher_checkpoint):
+    from mlflow import MlflowClient
+
+    def fail_the_paper_point(params):  # nested: Ray pickles it by value for the trial actors
+        return {"fail_at_iteration": 3} if dict(params) == PAPER_POINT else {}
+
+    sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=2, scheduler={"type": "none"})
+    summary = service.run(sweep, loop_config_hook=fail_the_paper_point)
+
+    by_status = {row.status: row for row in summary.trials}
+    assert len(summary.trials) == 2
+    failed = by_status["failed"]
+    assert failed.params == PAPER_POINT
+    assert "failing on purpose at iteration 3" in failed.reason
+    others = [row for row in summary.trials if row is not failed]
+    assert [row.status for row in others] == ["completed"]
+    assert all(row.iterations == 8 for row in others)
+    assert summary.best_params != PAPER_POINT
+
+    client = MlflowClient(tracking_uri=summary.tracking_uri)
+    child = client.get_run(failed.run_id)
+    assert child.info.status == "FAILED"
+    assert "failing on purpose at iteration 3" in child.data.tags["hwd.failure_reason"]
+    assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
+
+DRIVER = """
+import json, sys
+from hwd_tune.sweep import service
+from hwd_tune.sweep.config import SweepConfig
+from trainables.launch import start_local_ray
+
+start_local_ray(num_cpus=2, log_to_driver=False)
+service.run(SweepConfig.model_validate(json.loads(sys.argv[1])))
+"""
+
+
+def _finished_children(tracking_uri: str) -> dict[str, str]:
+    """trial id -> MLflow run id of the trials whose child run the driver has ended."""
+    from hwd_tune import tracking
+
+    runs = tracking.find_runs(tracking_uri, "tests", {"hwd.job": "trial"})
+    return {run.tags[layout.TRIAL_ID_TAG]: run.run_id for run in runs
+            if run.tags.get(layout.TRIAL_STATUS_TAG) in ("completed", "stopped_early")}
+
+
+def _kill_session(process) -> None:
+    """SIGKILL the driver's whole process group (it and the local Ray it started), like `kill -9`."""
+    import os
+    import signal
+
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    survivors = [pid for pid in os.listdir("/proc") if pid.isdigit() and _session_of(int(pid)) == process.pid]
+    for pid in survivors:  # Ray processes that left the group but not the session
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_continues_without_re_running_finished_trials(
+    ray_local, tmp_path, teacher_checkpoint
+):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+    from mlflow import MlflowClient
+
+    sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=4, scheduler={"type": "none"})
+    tracking_uri = sweep.train.tracking.uri
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(sweep.model_dump(mode="json"))],
+        cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not _finished_children(tracking_uri):
+            assert driver.poll() is None, "the sweep driver exited before any trial finished"
+            assert time.monotonic() < deadline, "no trial finished within 300 s"
+            time.sleep(0.2)
+    finally:
+        _kill_session(driver)
+    before_kill = _finished_children(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    history_before = {run_id: client.get_metric_history(run_id, "loss/total") for run_id in before_kill.values()}
+
+    # Usually Tune last saved its state before the first trial ended, so that trial restarts and
+    # reports its final checkpoint again (the case test_the_searcher_ignores_results... isolates).
+    summary = service.run(sweep, resume=True)
+
+    # the final number of trials is right, each one ended, none of them twice
+    assert len(summary.trials) == 4
+    assert [row.status for row in summary.trials] == ["completed"] * 4
+    assert all(row.iterations == 8 for row in summary.trials)
+    assert summary.trials[0].params == PAPER_POINT
+    study = optuna.load_study(study_name="tiny", storage=summary.optuna_storage)
+    complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert not [trial for trial in study.trials if trial.state == optuna.trial.TrialState.RUNNING]
+    # trials finished before the kill were not trained again; the others resumed or started once
+    for trial_id, run_id in before_kill.items():
+        assert client.get_metric_history(run_id, "loss/total") == history_before[run_id], trial_id
+    for row in summary.trials:
+        steps = [metric.step for metric in client.get_metric_history(row.run_id, "loss/total")]
+        assert sorted(set(steps)) == [2, 4, 6, 8]
+    # one parent run, continued; one child run per trial
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["hwd.resume_count"] == "1"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(run.data.tags[layout.TRIAL_ID_TAG] for run in children) == sorted(
+        row.trial_id for row in summary.trials)
+    assert parent.data.tags["hwd.sweep"] == "tiny"
+    for row in summary.trials:
+        child = client.get_run(row.run_id)
+        assert child.data.tags[layout.TRIAL_STATUS_TAG] == "completed"
+        for name in ("tau", "mu", "beta"):
+            assert float(child.data.params[name]) == pytest.approx(row.params[name])
+        assert child.data.metrics["best_val_miou"] == pytest.approx(row.val_miou)
+    # the report: best trial, best config ready for `hwd-tune distill`, plots, search space
+    best = max(summary.trials, key=lambda row: row.score)
+    assert math.isclose(summary.best_val_miou, best.val_miou) and summary.best_params == best.params
+    assert parent.data.metrics["best_val_miou"] == pytest.approx(best.val_miou)
+    assert parent.data.metrics["trials_completed"] == 4
+    best_config = load_train_config(summary.best_config_path)
+    for name, value in summary.best_params.items():
+        assert best_config.method.params[name] == pytest.approx(value)
+    assert best_config.job == "distill" and best_config.schedule.max_iters == 8
+    assert (summary.report_dir / "plots" / "optimization_history.png").is_file()
+    assert yaml.safe_load((summary.report_dir / "search_space.json").read_text()) == SPACE
+    assert summary.mlflow_ui_command().endswith("--host 127.0.0.1 --port 5000")
