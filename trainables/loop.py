@@ -9,7 +9,6 @@ A teacher is a student with the "none" distiller; the loop never branches on the
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from contextlib import nullcontext
@@ -29,10 +28,11 @@ from hwd_tune.config import ModelConfig, TrainConfig
 from hwd_tune.data.from_config import info_from_config, training_set, validation_set
 from hwd_tune.data.stream import StreamSampler, TrainingStream, mixed_seed
 from hwd_tune.losses import Distiller, build_distiller, total_loss
-from hwd_tune.metrics import ConfusionMatrix, evaluate
+from hwd_tune.metrics import evaluate
 from hwd_tune.models import build_model, feature_channels, freeze_teacher, load_weights
 from hwd_tune.outputs import SegOutput
 from trainables.checkpointing import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from trainables.hooks import LoopHooks
 
 
 class NonFiniteLossError(RuntimeError):
@@ -351,33 +351,6 @@ def is_validation_iteration(context: LoopContext) -> bool:
     return iteration % config.schedule.val_interval == 0 or iteration == config.schedule.max_iters or milestone
 
 
-def maybe_inject_fault(loop_config: dict[str, Any], context: LoopContext) -> None:
-    """Test hook, off by default: kills this worker process once at a given iteration."""
-    fault = loop_config.get("fault_injection")
-    if not fault or context.rank != fault["rank"] or context.iteration != fault["iteration"]:
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(str(context.iteration))
-    os._exit(1)
-
-
-def maybe_fail_on_purpose(loop_config: dict[str, Any], context: LoopContext) -> None:
-    """Test hook, off by default: raises at iteration `fail_at_iteration` (a trial that breaks)."""
-    fail_at = loop_config.get("fail_at_iteration")
-    if fail_at is not None and context.iteration == fail_at:
-        raise RuntimeError(f"failing on purpose at iteration {fail_at} (loop_config fail_at_iteration test hook)")
-
-
-def maybe_record_time(loop_config: dict[str, Any], context: LoopContext) -> None:
-    """Benchmark hook, off by default: rank 0 appends "iteration perf_counter process_time" to
-    loop_config["timing_file"] (wall and this process's CPU seconds)."""
-    if loop_config.get("timing_file") and context.rank == 0:
-        with open(loop_config["timing_file"], "a") as timing:
-            timing.write(f"{context.iteration} {time.perf_counter()} {time.process_time()}\n")
-
-
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. loop_config: {"train": TrainConfig dict, "tracking_uri", "mlflow_run_id"}."""
     context = build_context(loop_config)
@@ -389,6 +362,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             report_finished_run(context, meta)
             return
     tracker = RankZeroTracker(context, loop_config)
+    hooks = LoopHooks.from_loop_config(loop_config, context.rank)
     global_batch = schedule.batch_size
 
     context.student.train()
@@ -396,14 +370,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     window_terms: dict[str, Tensor] = {}
     window_start, window_iters = time.perf_counter(), 0
     for images, labels in training_loader(context):
-        maybe_inject_fault(loop_config, context)
-        maybe_fail_on_purpose(loop_config, context)
+        hooks.before_step(context.iteration)
         # Dropout and the distillers' random draws depend only on (seed, rank, iteration), so a
         # resumed run repeats exactly what an uninterrupted one would have drawn.
         torch.manual_seed(mixed_seed(mixed_seed(context.config.seed, context.rank), context.iteration))
         terms, adversary_terms = train_step(context, images, labels)
         context.iteration += 1
-        maybe_record_time(loop_config, context)
+        hooks.after_step(context.iteration)
         window_iters += 1
         window_terms["total"] = window_terms.get("total", 0.0) + total_loss(terms).float()
         for name, value in {**terms, **adversary_terms}.items():
