@@ -79,9 +79,7 @@ def bench_confusion(quick: bool) -> list[Row]:
 
     confusion = ConfusionMatrix(num_classes)
     fast = median_seconds(lambda: confusion.update(pred, target), repeats=3 if quick else 10)
-    naive = median_seconds(
-        lambda: naive_per_class_iou(pred, target, num_classes), repeats=1 if quick else 3, warmup=0
-    )
+    naive = median_seconds(lambda: naive_per_class_iou(pred, target, num_classes), repeats=1 if quick else 3, warmup=0)
 
     single = ConfusionMatrix(num_classes)
     single.update(pred, target)
@@ -89,12 +87,14 @@ def bench_confusion(quick: bool) -> list[Row]:
     agree = torch.allclose(single.iou(), baseline_iou, equal_nan=True)
     where = "8x512x512, K=150, 10% ignored"
     return [
-        Row("confusion", "ConfusionMatrix.update", f"{pixels / fast / 1e6:.1f} Mpixel/s",
-            f"{where}; {fast * 1e3:.1f} ms/update (target >= 20)"),
-        Row("confusion", "naive per-class loop", f"{pixels / naive / 1e6:.1f} Mpixel/s",
-            f"{naive * 1e3:.0f} ms/batch"),
-        Row("confusion", "ratio update / naive", f"{naive / fast:.1f}x",
-            "IoU agree" if agree else "IoU DISAGREE"),
+        Row(
+            "confusion",
+            "ConfusionMatrix.update",
+            f"{pixels / fast / 1e6:.1f} Mpixel/s",
+            f"{where}; {fast * 1e3:.1f} ms/update (target >= 20)",
+        ),
+        Row("confusion", "naive per-class loop", f"{pixels / naive / 1e6:.1f} Mpixel/s", f"{naive * 1e3:.0f} ms/batch"),
+        Row("confusion", "ratio update / naive", f"{naive / fast:.1f}x", "IoU agree" if agree else "IoU DISAGREE"),
     ]
 
 
@@ -112,8 +112,14 @@ def bench_transforms(quick: bool) -> list[Row]:
     mask = tv_tensors.Mask(torch.randint(0, 19, (1024, 2048), dtype=torch.int64))
     # the random scale changes the cost per call, so take many calls
     seconds = median_seconds(lambda: transforms(image, mask), repeats=5 if quick else 30)
-    return [Row("transforms", "train_transforms() 1024x2048", f"{1 / seconds:.1f} images/s",
-                f"{seconds * 1e3:.0f} ms/image (median), scale 0.5-2, crop 512")]
+    return [
+        Row(
+            "transforms",
+            "train_transforms() 1024x2048",
+            f"{1 / seconds:.1f} images/s",
+            f"{seconds * 1e3:.0f} ms/image (median), scale 0.5-2, crop 512",
+        )
+    ]
 
 
 def bench_synthetic(quick: bool) -> list[Row]:
@@ -130,8 +136,14 @@ def bench_synthetic(quick: bool) -> list[Row]:
             image, _ = dataset[index]
         seconds = (time.perf_counter() - start) / count
         shown = "x".join(str(d) for d in image.shape[-2:])
-        rows.append(Row("synthetic", f"SyntheticShapes item {shown}", f"{1 / seconds:.0f} images/s",
-                        f"{seconds * 1e3:.1f} ms/image over {count} items"))
+        rows.append(
+            Row(
+                "synthetic",
+                f"SyntheticShapes item {shown}",
+                f"{1 / seconds:.0f} images/s",
+                f"{seconds * 1e3:.1f} ms/image over {count} items",
+            )
+        )
     return rows
 
 
@@ -148,13 +160,19 @@ def bench_models(quick: bool, size: int) -> list[Row]:
         model = models.build_model(name, num_classes=150).eval()
         parameters = sum(p.numel() for p in model.parameters())
 
-        def forward() -> None:
+        def forward(model: torch.nn.Module = model) -> None:  # this iteration's model
             with torch.inference_mode():
                 model(image)
 
         seconds = median_seconds(forward, repeats=1 if quick else 3)
-        rows.append(Row("models", f"{name} forward {size}x{size}", f"{seconds * 1e3:.0f} ms",
-                        f"{parameters / 1e6:.2f} M parameters (with aux head if any), batch 1"))
+        rows.append(
+            Row(
+                "models",
+                f"{name} forward {size}x{size}",
+                f"{seconds * 1e3:.0f} ms",
+                f"{parameters / 1e6:.2f} M parameters (with aux head if any), batch 1",
+            )
+        )
     return rows
 
 

@@ -143,11 +143,22 @@ def time_distiller_here(name: str, rounds: int, budget_s: float) -> dict[str, fl
 def time_distiller_in_child(name: str, args: argparse.Namespace) -> dict[str, float | str]:
     """Runs `time_distiller_here` in a child process capped at `args.max_memory_gb` of address space."""
     cap = int(args.max_memory_gb * 2**30)
-    command = [sys.executable, os.path.abspath(__file__), "--child-distiller", name,
-               "--threads", str(args.threads), "--rounds", str(args.rounds)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child-distiller",
+        name,
+        "--threads",
+        str(args.threads),
+        "--rounds",
+        str(args.rounds),
+    ]
     try:
         result = subprocess.run(
-            command, capture_output=True, text=True, timeout=args.child_timeout_s,
+            command,
+            capture_output=True,
+            text=True,
+            timeout=args.child_timeout_s,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
         )
     except subprocess.TimeoutExpired:
@@ -206,7 +217,10 @@ def main() -> None:
             print(f"{label:<30} skipped: {result['skipped']}")
         else:
             ratio = result[name] / result["cwd"]
-            print(f"{label:<30} {result[name] * 1e3:9.2f} {ratio:7.3f}  (* own process, CWD there {result['cwd'] * 1e3:.2f} ms)")
+            print(
+                f"{label:<30} {result[name] * 1e3:9.2f} {ratio:7.3f}  "
+                f"(* own process, CWD there {result['cwd'] * 1e3:.2f} ms)"
+            )
 
     size = (LOGIT_SIZE, LOGIT_SIZE)
     resized = nearest_resize_labels(inputs.labels, size)
@@ -223,12 +237,16 @@ def main() -> None:
     speedup = loop_s / ours_s
     print(f"\npixel counting on labels resized to 64x64 -> counts [8, 150], identical results: {same}")
     print(f"{'authors loop over N x C':<30} {loop_s * 1e3:9.2f} ms")
-    print(f"{'ours (one bincount)':<30} {ours_s * 1e3:9.2f} ms   {speedup:.0f}x faster "
-          f"(target >= {MIN_LOOP_SPEEDUP:.0f}x {'ok' if speedup >= MIN_LOOP_SPEEDUP else 'MISSED'})")
+    print(
+        f"{'ours (one bincount)':<30} {ours_s * 1e3:9.2f} ms   {speedup:.0f}x faster "
+        f"(target >= {MIN_LOOP_SPEEDUP:.0f}x {'ok' if speedup >= MIN_LOOP_SPEEDUP else 'MISSED'})"
+    )
     print(f"{'(shared) nearest resize':<30} {counting['resize'] * 1e3:9.2f} ms   512x512 -> 64x64, both need it")
     with_loop = medians["hwd"] + counting["resize"] + loop_s
-    print(f"hwd with the loop counting ~ {with_loop * 1e3:.1f} ms vs hwd pixel_norm=n "
-          f"{medians['hwd pixel_norm=n'] * 1e3:.1f} ms ({with_loop / medians['hwd pixel_norm=n']:.2f}x)")
+    print(
+        f"hwd with the loop counting ~ {with_loop * 1e3:.1f} ms vs hwd pixel_norm=n "
+        f"{medians['hwd pixel_norm=n'] * 1e3:.1f} ms ({with_loop / medians['hwd pixel_norm=n']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

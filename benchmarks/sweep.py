@@ -70,22 +70,56 @@ class Setting:
 # standard deviation of 0.3-0.4 mIoU over training seeds, the size of the issue's 0.3 tolerance.
 # ASHA stops at 150 and 300 iterations (reduction factor 2). 12 trials a sweep, Table I's first;
 # TPE models the results after 3 of them (startup_trials' default for 12).
-FULL = Setting(image_size=96, train_samples=512, val_samples=128, teacher_iters=400, max_iters=600,
-               val_interval=50, grid_values=3, num_samples=12, grace_period=150, reduction_factor=2.0,
-               max_concurrent_trials=2, cpus_per_worker=0.5)
+FULL = Setting(
+    image_size=96,
+    train_samples=512,
+    val_samples=128,
+    teacher_iters=400,
+    max_iters=600,
+    val_interval=50,
+    grid_values=3,
+    num_samples=12,
+    grace_period=150,
+    reduction_factor=2.0,
+    max_concurrent_trials=2,
+    cpus_per_worker=0.5,
+)
 # The quickstart's own budget: 150 iterations, validation on 32 images every 25. One configuration's
 # best val_miou varies by 2-3 mIoU over training seeds, so "within 0.3 of the grid's best" is mostly
 # luck here. ASHA's first rung at 75: the rank correlation of val_miou with the run's final best was
 # -0.03 at iteration 25, 0.01 at 50, 0.61 at 75 and 0.84 at 100 over 54 runs of this setting.
-SHORT = Setting(image_size=96, train_samples=512, val_samples=32, teacher_iters=400, max_iters=150,
-                val_interval=25, grid_values=3, num_samples=12, grace_period=75, reduction_factor=2.0,
-                max_concurrent_trials=2, cpus_per_worker=0.5)
+SHORT = Setting(
+    image_size=96,
+    train_samples=512,
+    val_samples=32,
+    teacher_iters=400,
+    max_iters=150,
+    val_interval=25,
+    grid_values=3,
+    num_samples=12,
+    grace_period=75,
+    reduction_factor=2.0,
+    max_concurrent_trials=2,
+    cpus_per_worker=0.5,
+)
 # A smoke test of the whole pipeline (minutes): a 2 x 2 x 2 grid, 4-trial sweeps, 20 iterations.
-QUICK = Setting(image_size=48, train_samples=64, val_samples=8, teacher_iters=40, max_iters=20,
-                val_interval=10, grid_values=2, num_samples=4, grace_period=10, reduction_factor=2.0,
-                max_concurrent_trials=2, cpus_per_worker=0.5)
+QUICK = Setting(
+    image_size=48,
+    train_samples=64,
+    val_samples=8,
+    teacher_iters=40,
+    max_iters=20,
+    val_interval=10,
+    grid_values=2,
+    num_samples=4,
+    grace_period=10,
+    reduction_factor=2.0,
+    max_concurrent_trials=2,
+    cpus_per_worker=0.5,
+)
 
 SETTINGS = {"full": FULL, "short": SHORT, "quick": QUICK}
+
 
 # --------------------------------------------------------------------------------------------
 # Configurations
@@ -98,37 +132,61 @@ def grid_values(low: float, high: float, spacing: str, count: int) -> list[float
 
 def data_section(setting: Setting) -> dict[str, Any]:
     return {
-        "name": "synthetic", "crop_size": setting.image_size, "scale_range": [0.75, 1.5], "loader_workers": 0,
-        "synthetic": {"num_classes": 4, "image_size": setting.image_size, "train_samples": setting.train_samples,
-                      "val_samples": setting.val_samples, "seed": 0},
+        "name": "synthetic",
+        "crop_size": setting.image_size,
+        "scale_range": [0.75, 1.5],
+        "loader_workers": 0,
+        "synthetic": {
+            "num_classes": 4,
+            "image_size": setting.image_size,
+            "train_samples": setting.train_samples,
+            "val_samples": setting.val_samples,
+            "seed": 0,
+        },
     }
 
 
 def teacher_config(setting: Setting, workdir: Path) -> TrainConfig:
     """The tiny teacher (search_spaces/train/quickstart_teacher.yaml at the benchmark's size)."""
-    return TrainConfig.model_validate({
-        "job": "teacher", "name": "benchmark-teacher", "method": {"name": "none"}, "output_dir": str(workdir),
-        "data": data_section(setting),
-        "student": {"arch": "deeplabv3_resnet18", "width_multiplier": 0.25},
-        "teacher": {"milestones": [setting.teacher_iters]},
-        "optimizer": {"lr": 0.05},
-        "schedule": {"max_iters": setting.teacher_iters, "batch_size": 8,
-                     "val_interval": max(1, setting.teacher_iters // 4), "log_interval": 25},
-        "resources": {"num_workers": 1, "cpus_per_worker": 1.0},
-        "tracking": {"uri": tracking_uri(workdir), "experiment": EXPERIMENT},
-    })
+    return TrainConfig.model_validate(
+        {
+            "job": "teacher",
+            "name": "benchmark-teacher",
+            "method": {"name": "none"},
+            "output_dir": str(workdir),
+            "data": data_section(setting),
+            "student": {"arch": "deeplabv3_resnet18", "width_multiplier": 0.25},
+            "teacher": {"milestones": [setting.teacher_iters]},
+            "optimizer": {"lr": 0.05},
+            "schedule": {
+                "max_iters": setting.teacher_iters,
+                "batch_size": 8,
+                "val_interval": max(1, setting.teacher_iters // 4),
+                "log_interval": 25,
+            },
+            "resources": {"num_workers": 1, "cpus_per_worker": 1.0},
+            "tracking": {"uri": tracking_uri(workdir), "experiment": EXPERIMENT},
+        }
+    )
 
 
 def distill_section(setting: Setting, workdir: Path) -> dict[str, Any]:
     """The training job every trial shares (search_spaces/quickstart.yaml at the benchmark's size)."""
     return {
-        "job": "distill", "seed": 0, "output_dir": str(workdir), "data": data_section(setting),
+        "job": "distill",
+        "seed": 0,
+        "output_dir": str(workdir),
+        "data": data_section(setting),
         "student": {"arch": "deeplabv3_resnet18", "width_multiplier": 0.125, "aux": True},
         "teacher": {"arch": "deeplabv3_resnet18", "width_multiplier": 0.25, "source": TEACHER_SOURCE},
         "method": {"name": "hwd", "params": dict(TABLE_I)},
         "optimizer": {"lr": 0.05},
-        "schedule": {"max_iters": setting.max_iters, "batch_size": 8, "val_interval": setting.val_interval,
-                     "log_interval": setting.val_interval},
+        "schedule": {
+            "max_iters": setting.max_iters,
+            "batch_size": 8,
+            "val_interval": setting.val_interval,
+            "log_interval": setting.val_interval,
+        },
         "resources": {"num_workers": 1, "cpus_per_worker": setting.cpus_per_worker, "gpus_per_worker": 0},
         "tracking": {"uri": tracking_uri(workdir), "experiment": EXPERIMENT},
     }
@@ -136,28 +194,53 @@ def distill_section(setting: Setting, workdir: Path) -> dict[str, Any]:
 
 def grid_sweep(setting: Setting, workdir: Path) -> SweepConfig:
     """Every combination of grid_values values per parameter, each trained to max_iters (FIFO)."""
-    space = {name: {"type": "choice", "values": grid_values(low, high, spacing, setting.grid_values)}
-             for name, (low, high, spacing) in RANGES.items()}
-    return SweepConfig.model_validate({
-        "name": "grid", "train": distill_section(setting, workdir),
-        "search": {"sampler": "grid", "num_samples": setting.grid_values ** len(RANGES), "seed": 0,
-                   "max_concurrent_trials": setting.max_concurrent_trials, "space": space,
-                   "scheduler": {"type": "none"}, "baselines": []},
-    })
+    space = {
+        name: {"type": "choice", "values": grid_values(low, high, spacing, setting.grid_values)}
+        for name, (low, high, spacing) in RANGES.items()
+    }
+    return SweepConfig.model_validate(
+        {
+            "name": "grid",
+            "train": distill_section(setting, workdir),
+            "search": {
+                "sampler": "grid",
+                "num_samples": setting.grid_values ** len(RANGES),
+                "seed": 0,
+                "max_concurrent_trials": setting.max_concurrent_trials,
+                "space": space,
+                "scheduler": {"type": "none"},
+                "baselines": [],
+            },
+        }
+    )
 
 
 def tpe_sweep(setting: Setting, workdir: Path, seed: int) -> SweepConfig:
     """Optuna TPE (search seed `seed`) + ASHA over the grid's ranges, Table I's point first."""
-    space = {name: {"type": "loguniform" if spacing == "log" else "uniform", "low": low, "high": high}
-             for name, (low, high, spacing) in RANGES.items()}
-    return SweepConfig.model_validate({
-        "name": f"tpe-asha-seed{seed}", "train": distill_section(setting, workdir),
-        "search": {"sampler": "tpe", "num_samples": setting.num_samples, "seed": seed,
-                   "max_concurrent_trials": setting.max_concurrent_trials, "space": space,
-                   "points_to_evaluate": [dict(TABLE_I)], "baselines": [],
-                   "scheduler": {"type": "asha", "grace_period": setting.grace_period,
-                                 "reduction_factor": setting.reduction_factor}},
-    })
+    space = {
+        name: {"type": "loguniform" if spacing == "log" else "uniform", "low": low, "high": high}
+        for name, (low, high, spacing) in RANGES.items()
+    }
+    return SweepConfig.model_validate(
+        {
+            "name": f"tpe-asha-seed{seed}",
+            "train": distill_section(setting, workdir),
+            "search": {
+                "sampler": "tpe",
+                "num_samples": setting.num_samples,
+                "seed": seed,
+                "max_concurrent_trials": setting.max_concurrent_trials,
+                "space": space,
+                "points_to_evaluate": [dict(TABLE_I)],
+                "baselines": [],
+                "scheduler": {
+                    "type": "asha",
+                    "grace_period": setting.grace_period,
+                    "reduction_factor": setting.reduction_factor,
+                },
+            },
+        }
+    )
 
 
 def tracking_uri(workdir: Path) -> str:
@@ -212,15 +295,20 @@ def measure(summary, threshold: float, wall_s: float) -> Outcome:
     """The Outcome of a finished `SweepSummary` against the grid's threshold."""
     reached = compute_to_reach(summary.trials, threshold)
     return Outcome(
-        name=summary.name, trials=len(summary.trials),
+        name=summary.name,
+        trials=len(summary.trials),
         stopped_early=sum(row.status == "stopped early" for row in summary.trials),
         failed=sum(row.status == "failed" for row in summary.trials),
         total_compute=sum(row.iterations for row in summary.trials),
-        best_params=dict(summary.best_params), best_val_miou=summary.best_val_miou,
-        reach_compute=reached[0] if reached else None, reach_trials=reached[1] if reached else None,
+        best_params=dict(summary.best_params),
+        best_val_miou=summary.best_val_miou,
+        reach_compute=reached[0] if reached else None,
+        reach_trials=reached[1] if reached else None,
         wall_s=round(wall_s, 1),
-        trial_table=[{"params": row.params, "val_miou": row.val_miou, "iterations": row.iterations,
-                      "status": row.status} for row in summary.trials],
+        trial_table=[
+            {"params": row.params, "val_miou": row.val_miou, "iterations": row.iterations, "status": row.status}
+            for row in summary.trials
+        ],
     )
 
 
@@ -260,19 +348,37 @@ def shown_params(params: dict[str, Any]) -> str:
 
 
 def print_table(grid: Outcome, sweeps: dict[int, Outcome], threshold: float, console: Console) -> None:
-    table = Table("search", "best tau, mu, beta", "best mIoU", f"compute to >= {threshold:.2f}",
-                  "total compute", "to reach / grid total", f"best in {TARGET_RATIO:.0%} of grid", "stopped early",
-                  "wall s",
-                  title=f"grid vs Optuna TPE + ASHA (compute = training iterations; target <= {TARGET_RATIO:.0%})")
+    table = Table(
+        "search",
+        "best tau, mu, beta",
+        "best mIoU",
+        f"compute to >= {threshold:.2f}",
+        "total compute",
+        "to reach / grid total",
+        f"best in {TARGET_RATIO:.0%} of grid",
+        "stopped early",
+        "wall s",
+        title=f"grid vs Optuna TPE + ASHA (compute = training iterations; target <= {TARGET_RATIO:.0%})",
+    )
     for label, outcome in [("grid", grid)] + [(f"tpe+asha seed {seed}", sweep) for seed, sweep in sweeps.items()]:
-        reach = ("not reached" if outcome.reach_compute is None
-                 else f"{outcome.reach_compute} ({outcome.reach_trials} trials)")
+        reach = (
+            "not reached"
+            if outcome.reach_compute is None
+            else f"{outcome.reach_compute} ({outcome.reach_trials} trials)"
+        )
         share = ratio(outcome.reach_compute, grid.total_compute)
         early = best_within(outcome.trial_table, TARGET_RATIO * grid.total_compute)
-        table.add_row(label, shown_params(outcome.best_params), f"{outcome.best_val_miou:.2f}", reach,
-                      str(outcome.total_compute), "-" if share is None else f"{share:.1%}",
-                      "-" if early is None else f"{early:.2f}",
-                      f"{outcome.stopped_early}/{outcome.trials}", f"{outcome.wall_s:.0f}")
+        table.add_row(
+            label,
+            shown_params(outcome.best_params),
+            f"{outcome.best_val_miou:.2f}",
+            reach,
+            str(outcome.total_compute),
+            "-" if share is None else f"{share:.1%}",
+            "-" if early is None else f"{early:.2f}",
+            f"{outcome.stopped_early}/{outcome.trials}",
+            f"{outcome.wall_s:.0f}",
+        )
     console.print(table)
 
 
@@ -285,11 +391,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds of the sweep")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/sweep.json"))
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="checkpoints, MLflow store, Optuna studies (default: a new temporary folder)")
-    parser.add_argument("--setting", choices=sorted(SETTINGS), default="full",
-                        help="full: 600 iterations a trial (~45 min on 2 cores); short: the quickstart's 150 "
-                             "(~27 min); quick: a smoke run of the whole pipeline (minutes)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="checkpoints, MLflow store, Optuna studies (default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--setting",
+        choices=sorted(SETTINGS),
+        default="full",
+        help="full: 600 iterations a trial (~45 min on 2 cores); short: the quickstart's 150 "
+        "(~27 min); quick: a smoke run of the whole pipeline (minutes)",
+    )
     args = parser.parse_args()
     setting = SETTINGS[args.setting]
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="hwd-benchmark-sweep-"))).resolve()
@@ -305,7 +419,10 @@ def main() -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     start_local_ray(num_cpus=2, log_to_driver=False)
     record: dict[str, Any] = {
-        "setting_name": args.setting, "setting": asdict(setting), "tolerance_miou": TOLERANCE, "target_ratio": TARGET_RATIO,
+        "setting_name": args.setting,
+        "setting": asdict(setting),
+        "tolerance_miou": TOLERANCE,
+        "target_ratio": TARGET_RATIO,
         "machine": {"cpus_for_ray": 2, "host_cpus": os.cpu_count(), "platform": platform.platform()},
         "workdir": str(workdir),
     }
@@ -337,9 +454,12 @@ def main() -> None:
     shares = [ratio(sweep.reach_compute, grid.total_compute) for sweep in sweeps.values()]
     reached = [share for share in shares if share is not None]
     record["summary"] = {
-        "grid_best_val_miou": grid.best_val_miou, "grid_best_params": grid.best_params,
-        "grid_total_compute": grid.total_compute, "grid_reach_compute": grid.reach_compute,
-        "sweep_reach_ratios": shares, "seeds_reached": len(reached),
+        "grid_best_val_miou": grid.best_val_miou,
+        "grid_best_params": grid.best_params,
+        "grid_total_compute": grid.total_compute,
+        "grid_reach_compute": grid.reach_compute,
+        "sweep_reach_ratios": shares,
+        "seeds_reached": len(reached),
         "mean_reach_ratio": float(np.mean(reached)) if reached else None,
         "worst_reach_ratio": max(reached) if reached and len(reached) == len(shares) else None,
         "target_met": len(reached) == len(shares) and max(reached) <= TARGET_RATIO,
@@ -348,8 +468,10 @@ def main() -> None:
     write_json(args.output, record)
     print_table(grid, sweeps, threshold, console)
     verdict = "met" if record["summary"]["target_met"] else "NOT met"
-    console.print(f"target (every seed within {TOLERANCE} mIoU of the grid's best on <= {TARGET_RATIO:.0%} of the "
-                  f"grid's compute): {verdict}; {record['summary']['wall_s']:.0f} s in all; written to {args.output}")
+    console.print(
+        f"target (every seed within {TOLERANCE} mIoU of the grid's best on <= {TARGET_RATIO:.0%} of the "
+        f"grid's compute): {verdict}; {record['summary']['wall_s']:.0f} s in all; written to {args.output}"
+    )
 
 
 if __name__ == "__main__":

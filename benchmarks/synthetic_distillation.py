@@ -27,11 +27,19 @@ NUM_CLASSES = 6  # overridden by --classes
 def loaders(image_size: int, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
     norm = normalization("imagenet")
     train = SyntheticShapes(
-        2048, image_size=image_size, num_classes=NUM_CLASSES, seed=seed, split="train",
+        2048,
+        image_size=image_size,
+        num_classes=NUM_CLASSES,
+        seed=seed,
+        split="train",
         transforms=train_transforms(image_size, (0.75, 1.5), **norm),
     )
     val = SyntheticShapes(
-        128, image_size=image_size, num_classes=NUM_CLASSES, seed=seed, split="val",
+        128,
+        image_size=image_size,
+        num_classes=NUM_CLASSES,
+        seed=seed,
+        split="val",
         transforms=eval_transforms(**norm),
     )
     generator = torch.Generator().manual_seed(seed)
@@ -85,10 +93,12 @@ def main() -> None:
     student_arch, student_width = "deeplabv3_resnet18", args.student_width
     teacher = build_model(teacher_arch, NUM_CLASSES, width_multiplier=teacher_width)
     start = time.perf_counter()
-    train(teacher, build_distiller("none", num_classes=NUM_CLASSES), None, train_loader,
-          args.teacher_iters, lr=args.lr)
-    print(f"teacher {teacher_arch} x{teacher_width}: {miou(teacher, val_loader):.2f} mIoU "
-          f"({args.teacher_iters} iters, {time.perf_counter() - start:.0f} s)", flush=True)
+    train(teacher, build_distiller("none", num_classes=NUM_CLASSES), None, train_loader, args.teacher_iters, lr=args.lr)
+    print(
+        f"teacher {teacher_arch} x{teacher_width}: {miou(teacher, val_loader):.2f} mIoU "
+        f"({args.teacher_iters} iters, {time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
     teacher = freeze_teacher(teacher)
 
     channels = (feature_channels(student_arch, student_width), feature_channels(teacher_arch, teacher_width))
@@ -98,8 +108,11 @@ def main() -> None:
         distiller = build_distiller(method, num_classes=NUM_CLASSES, feature_channels=channels)
         start = time.perf_counter()
         train(student, distiller, teacher if method != "none" else None, train_loader, args.iters, lr=args.lr)
-        print(f"student {student_arch} x{student_width} + {method}: {miou(student, val_loader):.2f} mIoU "
-              f"({args.iters} iters, {time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"student {student_arch} x{student_width} + {method}: {miou(student, val_loader):.2f} mIoU "
+            f"({args.iters} iters, {time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

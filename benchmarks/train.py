@@ -87,28 +87,44 @@ class Precision:
     compile_student: bool = False
 
 
-def distillation_config(setup: Setup, precision: Precision, teacher_file: Path, output_dir: Path,
-                        max_iters: int, name: str) -> TrainConfig:
+def distillation_config(
+    setup: Setup, precision: Precision, teacher_file: Path, output_dir: Path, max_iters: int, name: str
+) -> TrainConfig:
     """An HWD run of exactly `max_iters` steps that validates (and checkpoints) only at its end."""
     on_gpu = setup.device == "cuda"
-    return TrainConfig.model_validate({
-        "job": "distill",
-        "name": name,
-        "output_dir": str(output_dir),
-        "data": {
-            "name": "synthetic", "crop_size": setup.size, "loader_workers": setup.loader_workers,
-            "synthetic": {"num_classes": NUM_CLASSES, "image_size": setup.size, "train_samples": 256,
-                          "val_samples": VAL_SAMPLES},
-        },
-        "student": {"arch": setup.student_arch, "width_multiplier": setup.student_width},
-        "teacher": {"arch": setup.teacher_arch, "width_multiplier": setup.teacher_width,
-                    "source": str(teacher_file)},
-        "method": {"name": "hwd"},
-        "schedule": {"max_iters": max_iters, "batch_size": setup.batch_size, "val_interval": max_iters,
-                     "log_interval": max_iters},
-        "resources": {"num_workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 1.0 if on_gpu else 0.0},
-        "precision": {"amp": precision.amp, "channels_last": precision.channels_last},
-    })
+    return TrainConfig.model_validate(
+        {
+            "job": "distill",
+            "name": name,
+            "output_dir": str(output_dir),
+            "data": {
+                "name": "synthetic",
+                "crop_size": setup.size,
+                "loader_workers": setup.loader_workers,
+                "synthetic": {
+                    "num_classes": NUM_CLASSES,
+                    "image_size": setup.size,
+                    "train_samples": 256,
+                    "val_samples": VAL_SAMPLES,
+                },
+            },
+            "student": {"arch": setup.student_arch, "width_multiplier": setup.student_width},
+            "teacher": {
+                "arch": setup.teacher_arch,
+                "width_multiplier": setup.teacher_width,
+                "source": str(teacher_file),
+            },
+            "method": {"name": "hwd"},
+            "schedule": {
+                "max_iters": max_iters,
+                "batch_size": setup.batch_size,
+                "val_interval": max_iters,
+                "log_interval": max_iters,
+            },
+            "resources": {"num_workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 1.0 if on_gpu else 0.0},
+            "precision": {"amp": precision.amp, "channels_last": precision.channels_last},
+        }
+    )
 
 
 def write_random_teacher(setup: Setup, path: Path) -> Path:
@@ -132,13 +148,18 @@ def plain_context(config: TrainConfig, device: torch.device, compile_student: bo
         feature_channels(config.teacher.arch, config.teacher.width_multiplier),
     )
     distiller = build_distiller(
-        config.method.name, num_classes=info.num_classes, feature_channels=channels,
-        aux_weight=config.task.aux_weight, ignore_index=config.task.ignore_index,
+        config.method.name,
+        num_classes=info.num_classes,
+        feature_channels=channels,
+        aux_weight=config.task.aux_weight,
+        ignore_index=config.task.ignore_index,
         **config.method.resolved_params().model_dump(),
     ).to(device)
     trainable = [p for p in student.parameters() if p.requires_grad] + list(distiller.student_parameters())
     optimizer = torch.optim.SGD(
-        trainable, lr=config.optimizer.lr, momentum=config.optimizer.momentum,
+        trainable,
+        lr=config.optimizer.lr,
+        momentum=config.optimizer.momentum,
         weight_decay=config.optimizer.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -147,10 +168,19 @@ def plain_context(config: TrainConfig, device: torch.device, compile_student: bo
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # fp16 is not benchmarked here
     dataset, transforms = training_set(config.data)
     return LoopContext(
-        config=config, rank=0, world_size=1, device=device, class_names=info.class_names,
-        student=torch.compile(student) if compile_student else student, teacher=teacher,
-        distiller=distiller, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-        stream=TrainingStream(dataset, transforms, seed=config.seed), val_loader=None,  # type: ignore[arg-type]
+        config=config,
+        rank=0,
+        world_size=1,
+        device=device,
+        class_names=info.class_names,
+        student=torch.compile(student) if compile_student else student,
+        teacher=teacher,
+        distiller=distiller,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        stream=TrainingStream(dataset, transforms, seed=config.seed),
+        val_loader=None,  # type: ignore[arg-type]
     )
 
 
@@ -158,9 +188,11 @@ def plain_loader(stream: TrainingStream, config: TrainConfig, device: torch.devi
     """The batches `training_loader` gives a single worker, without Ray's wrapper."""
     batch = config.schedule.batch_size
     return DataLoader(
-        stream, batch_size=batch, drop_last=True, num_workers=config.data.loader_workers,
-        sampler=StreamSampler(batch, rank=0, world_size=1, start_iteration=0,
-                              stop_iteration=config.schedule.max_iters),
+        stream,
+        batch_size=batch,
+        drop_last=True,
+        num_workers=config.data.loader_workers,
+        sampler=StreamSampler(batch, rank=0, world_size=1, start_iteration=0, stop_iteration=config.schedule.max_iters),
         pin_memory=device.type == "cuda",
     )
 
@@ -202,7 +234,10 @@ def run_ray(config: TrainConfig, timing_file: Path) -> dict[str, torch.Tensor]:
     from trainables.launch import build_trainer
 
     trainer = build_trainer(
-        config, tracking_uri=None, mlflow_run_id=None, storage_path=Path(config.output_dir) / "ray",
+        config,
+        tracking_uri=None,
+        mlflow_run_id=None,
+        storage_path=Path(config.output_dir) / "ray",
         extra_loop_config={"timing_file": str(timing_file)},
     )
     result = trainer.fit()
@@ -237,8 +272,9 @@ def read_measurement(timing_file: Path, warmup: int, iters: int) -> tuple[float,
     return iters / (wall[last] - wall[first]), statistics.median(steps), (cpu[last] - cpu[first]) / iters
 
 
-def measure(kind: str, setup: Setup, precision: Precision, teacher_file: Path, work_dir: Path,
-            warmup: int, iters: int, tag: str) -> Measurement:
+def measure(
+    kind: str, setup: Setup, precision: Precision, teacher_file: Path, work_dir: Path, warmup: int, iters: int, tag: str
+) -> Measurement:
     """One timed run of kind "plain" or "ray" in a fresh output directory (so Ray never resumes)."""
     output_dir = work_dir / f"{kind}-{tag}"
     output_dir.mkdir(parents=True)
@@ -256,8 +292,11 @@ def largest_difference(first: dict[str, torch.Tensor], second: dict[str, torch.T
     if first.keys() != second.keys():
         return float("inf")
     return max(
-        (float((first[key].double() - second[key].double()).abs().max()) for key in first
-         if first[key].is_floating_point()),
+        (
+            float((first[key].double() - second[key].double()).abs().max())
+            for key in first
+            if first[key].is_floating_point()
+        ),
         default=0.0,
     )
 
@@ -267,8 +306,11 @@ def start_ray(setup: Setup, threads: int) -> int:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     cpus = 2 if setup.device == "cpu" else max(2, os.cpu_count() or 2)
     ray.init(
-        num_cpus=cpus, num_gpus=1 if setup.device == "cuda" else 0, include_dashboard=False,
-        configure_logging=False, log_to_driver=False,
+        num_cpus=cpus,
+        num_gpus=1 if setup.device == "cuda" else 0,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}},
     )
 
@@ -293,8 +335,7 @@ def check_device(device: str, amp: str, channels_last: bool) -> None:
         )
 
 
-def precision_table(setup: Setup, teacher_file: Path, work_dir: Path, warmup: int, iters: int,
-                    rounds: int) -> None:
+def precision_table(setup: Setup, teacher_file: Path, work_dir: Path, warmup: int, iters: int, rounds: int) -> None:
     """GPU: images/s of the plain loop for fp32, bf16 + channels_last, and + torch.compile."""
     variants = [
         Precision("fp32", "none", False),
@@ -308,8 +349,10 @@ def precision_table(setup: Setup, teacher_file: Path, work_dir: Path, warmup: in
             samples[variant.label].append(measure("plain", setup, variant, teacher_file, work_dir, warmup, iters, tag))
     base = statistics.median(m.iterations_per_s for m in samples["fp32"])
     config = distillation_config(setup, variants[0], teacher_file, work_dir, warmup + iters, name="loader")
-    print(f"\ntraining DataLoader alone ({setup.loader_workers} processes): "
-          f"{loader_images_per_s(config, warmup):.0f} images/s (a ceiling for the rows below)")
+    print(
+        f"\ntraining DataLoader alone ({setup.loader_workers} processes): "
+        f"{loader_images_per_s(config, warmup):.0f} images/s (a ceiling for the rows below)"
+    )
     print(f"{'plain loop, ' + setup.teacher_arch + ' -> ' + setup.student_arch}")
     print(f"{'precision of the student step':<36} {'images/s':>9} {'x fp32':>7}")
     for label, measurements in samples.items():
@@ -317,8 +360,9 @@ def precision_table(setup: Setup, teacher_file: Path, work_dir: Path, warmup: in
         print(f"{label:<36} {rate * setup.batch_size:9.1f} {rate / base:7.2f}")
 
 
-def compare_plain_and_ray(setup: Setup, precision: Precision, teacher_file: Path, work_dir: Path,
-                          warmup: int, iters: int, rounds: int) -> dict[str, list[Measurement]]:
+def compare_plain_and_ray(
+    setup: Setup, precision: Precision, teacher_file: Path, work_dir: Path, warmup: int, iters: int, rounds: int
+) -> dict[str, list[Measurement]]:
     """`rounds` runs of each side, interleaved a b | b a | a b ... so a linear drift in load cancels."""
     samples: dict[str, list[Measurement]] = {"plain": [], "ray": []}
     for round_index in range(rounds):
@@ -327,9 +371,12 @@ def compare_plain_and_ray(setup: Setup, precision: Precision, teacher_file: Path
             started = time.perf_counter()
             measurement = measure(kind, setup, precision, teacher_file, work_dir, warmup, iters, f"round{round_index}")
             samples[kind].append(measurement)
-            print(f"  round {round_index + 1} {kind:<5} {measurement.iterations_per_s:7.3f} it/s, median step "
-                  f"{measurement.median_step_s * 1e3:6.1f} ms, CPU {measurement.cpu_per_step_s * 1e3:6.1f} ms/it "
-                  f"(whole run {time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"  round {round_index + 1} {kind:<5} {measurement.iterations_per_s:7.3f} it/s, median step "
+                f"{measurement.median_step_s * 1e3:6.1f} ms, CPU {measurement.cpu_per_step_s * 1e3:6.1f} ms/it "
+                f"(whole run {time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     return samples
 
 
@@ -342,16 +389,20 @@ def print_comparison(samples: dict[str, list[Measurement]], batch_size: int) -> 
     print(f"\n{'training step (medians)':<26} {'it/s':>7} {'images/s':>9} {'median step ms':>15} {'CPU ms/it':>10}")
     for kind, label in (("plain", "(a) plain PyTorch loop"), ("ray", "(b) Ray Train, 1 worker")):
         rate = median_of(kind, "iterations_per_s")
-        print(f"{label:<26} {rate:7.3f} {rate * batch_size:9.1f} {median_of(kind, 'median_step_s') * 1e3:15.1f} "
-              f"{median_of(kind, 'cpu_per_step_s') * 1e3:10.1f}")
+        print(
+            f"{label:<26} {rate:7.3f} {rate * batch_size:9.1f} {median_of(kind, 'median_step_s') * 1e3:15.1f} "
+            f"{median_of(kind, 'cpu_per_step_s') * 1e3:10.1f}"
+        )
     ratio = median_of("ray", "iterations_per_s") / median_of("plain", "iterations_per_s")
     overhead = 1.0 / ratio - 1.0  # extra wall time per iteration inside Ray Train
     step_overhead = median_of("ray", "median_step_s") / median_of("plain", "median_step_s") - 1.0
     cpu_overhead = median_of("ray", "cpu_per_step_s") / median_of("plain", "cpu_per_step_s") - 1.0
     verdict = "ok" if overhead <= OVERHEAD_TARGET else "MISSED"
-    print(f"(b)/(a) it/s = {ratio:.3f}: Ray Train overhead {100 * overhead:+.1f} % wall time per iteration "
-          f"(target <= {100 * OVERHEAD_TARGET:.0f} %: {verdict}); median steps {100 * step_overhead:+.1f} %, "
-          f"CPU per iteration {100 * cpu_overhead:+.1f} %")
+    print(
+        f"(b)/(a) it/s = {ratio:.3f}: Ray Train overhead {100 * overhead:+.1f} % wall time per iteration "
+        f"(target <= {100 * OVERHEAD_TARGET:.0f} %: {verdict}); median steps {100 * step_overhead:+.1f} %, "
+        f"CPU per iteration {100 * cpu_overhead:+.1f} %"
+    )
     rates = {kind: [round(m.iterations_per_s, 3) for m in values] for kind, values in samples.items()}
     print(f"per-round it/s: {rates}")
     difference = largest_difference(samples["plain"][0].final_weights, samples["ray"][0].final_weights)
@@ -375,8 +426,12 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
     iters = args.iters if args.iters is not None else (15 if args.quick else 60)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    for flag, value, least in (("--iters", iters, 1), ("--warmup", warmup, 1), ("--rounds", rounds, 1),
-                               ("--threads", args.threads, 1)):
+    for flag, value, least in (
+        ("--iters", iters, 1),
+        ("--warmup", warmup, 1),
+        ("--rounds", rounds, 1),
+        ("--threads", args.threads, 1),
+    ):
         if value < least:
             raise SystemExit(f"{flag} must be >= {least}, got {value}")
     setup = CPU_SETUP if args.device == "cpu" else CUDA_SETUP
@@ -389,11 +444,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     worker_threads = start_ray(setup, args.threads)
     device_name = torch.cuda.get_device_name() if setup.device == "cuda" else "CPU"
-    print(f"torch {torch.__version__}, {device_name}, {os.cpu_count()} cores visible; torch threads: "
-          f"plain {torch.get_num_threads()}, Ray worker {worker_threads}")
-    print(f"HWD, {setup.student_arch} x{setup.student_width:g} <- {setup.teacher_arch} x{setup.teacher_width:g}, "
-          f"{setup.size}x{setup.size}, batch {setup.batch_size}, {NUM_CLASSES} classes, amp {args.amp}, "
-          f"channels_last {args.channels_last}; timed iterations {warmup}..{warmup + iters}, {rounds} round(s)")
+    print(
+        f"torch {torch.__version__}, {device_name}, {os.cpu_count()} cores visible; torch threads: "
+        f"plain {torch.get_num_threads()}, Ray worker {worker_threads}"
+    )
+    print(
+        f"HWD, {setup.student_arch} x{setup.student_width:g} <- {setup.teacher_arch} x{setup.teacher_width:g}, "
+        f"{setup.size}x{setup.size}, batch {setup.batch_size}, {NUM_CLASSES} classes, amp {args.amp}, "
+        f"channels_last {args.channels_last}; timed iterations {warmup}..{warmup + iters}, {rounds} round(s)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="hwd-bench-train-") as temporary:
         work_dir = Path(temporary)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,18 +19,18 @@ app = typer.Typer(
 console = Console()
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a config value: --set schedule.max_iters=1000 (repeatable)."),
 ]
-WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Ray Train workers (resources.num_workers).")]
+WorkersOption = Annotated[int | None, typer.Option("--workers", help="Ray Train workers (resources.num_workers).")]
 GpusOption = Annotated[
-    Optional[float], typer.Option("--gpus-per-worker", help="GPUs per worker (resources.gpus_per_worker).")
+    float | None, typer.Option("--gpus-per-worker", help="GPUs per worker (resources.gpus_per_worker).")
 ]
 CpusOption = Annotated[
-    Optional[float], typer.Option("--cpus-per-worker", help="CPUs per worker (resources.cpus_per_worker).")
+    float | None, typer.Option("--cpus-per-worker", help="CPUs per worker (resources.cpus_per_worker).")
 ]
 AddressOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--address", help="Ray cluster to join ('auto', ray://...); default: RAY_ADDRESS or a local Ray."),
 ]
 
@@ -116,7 +116,7 @@ def distill(
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (model.pt + meta.json).")],
     data: Annotated[str, typer.Option("--data", help="Dataset name: ade20k, cityscapes, cocostuff, voc, synthetic.")],
-    root: Annotated[Optional[str], typer.Option("--root", help="Dataset directory (not for synthetic).")] = None,
+    root: Annotated[str | None, typer.Option("--root", help="Dataset directory (not for synthetic).")] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped image.")] = False,
     scales: Annotated[str, typer.Option("--scales", help="Comma-separated input scales, e.g. 0.75,1.0,1.25.")] = "1.0",
 ) -> None:
@@ -144,7 +144,9 @@ def evaluate(
 def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep YAML (search_spaces/*.yaml, see hwd_tune/sweep/config.py).")],
     set_: SetOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed sweep: finished trials are kept.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed sweep: finished trials are kept.")
+    ] = False,
     address: AddressOption = None,
 ) -> None:
     """Tune the method's parameters (tau, mu, beta) with Optuna + ASHA; prints the best and the baselines."""
@@ -178,7 +180,9 @@ def _load_plan(path: Path, sets: list[str] | None):
 
 @app.command()
 def reproduce(
-    plan: Annotated[Path, typer.Argument(help="Plan YAML (search_spaces/plans/*.yaml, see hwd_tune/reproduce/plan.py).")],
+    plan: Annotated[
+        Path, typer.Argument(help="Plan YAML (search_spaces/plans/*.yaml, see hwd_tune/reproduce/plan.py).")
+    ],
     set_: SetOption = None,
     address: AddressOption = None,
 ) -> None:

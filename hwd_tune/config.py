@@ -196,7 +196,7 @@ class MethodConfig(StrictModel):
     params: dict[str, float | int | str | bool] = {}
 
     @model_validator(mode="after")
-    def _check_params(self) -> "MethodConfig":
+    def _check_params(self) -> MethodConfig:
         if self.name not in METHOD_PARAMS:
             raise ValueError(f"unknown method {self.name!r}; expected one of {sorted(METHOD_PARAMS)}")
         try:
@@ -272,7 +272,7 @@ class TrainConfig(StrictModel):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "TrainConfig":
+    def _check_consistency(self) -> TrainConfig:
         if self.schedule.batch_size % self.resources.num_workers:
             raise ValueError(
                 f"schedule.batch_size ({self.schedule.batch_size}) must be divisible by "
@@ -280,8 +280,7 @@ class TrainConfig(StrictModel):
             )
         if self.job == "teacher" and self.method.name != "none":
             raise ValueError(
-                f"job 'teacher' trains without a teacher: method.name must be 'none', "
-                f"got {self.method.name!r}"
+                f"job 'teacher' trains without a teacher: method.name must be 'none', got {self.method.name!r}"
             )
         if self.job == "distill" and self.method.name != "none" and not self.teacher.source:
             raise ValueError(

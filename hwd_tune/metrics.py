@@ -38,15 +38,10 @@ class ConfusionMatrix:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if 0 <= ignore_index < num_classes:
-            raise ValueError(
-                f"ignore_index must lie outside the class ids [0, {num_classes}), "
-                f"got {ignore_index}"
-            )
+            raise ValueError(f"ignore_index must lie outside the class ids [0, {num_classes}), got {ignore_index}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = torch.zeros(
-            num_classes, num_classes, dtype=torch.int64, device=device or "cpu"
-        )
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device or "cpu")
 
     # ---------------------------------------------------------------------------------------
     # Accumulation
@@ -71,15 +66,12 @@ class ConfusionMatrix:
             if not isinstance(tensor, Tensor):
                 raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
             if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-                raise ValueError(
-                    f"{name} must hold integer class ids (e.g. int64), got dtype {tensor.dtype}"
-                )
+                raise ValueError(f"{name} must hold integer class ids (e.g. int64), got dtype {tensor.dtype}")
             if tensor.dim() != 3:
                 raise ValueError(f"{name} must be [N, H, W], got shape {tuple(tensor.shape)}")
         if pred.shape != target.shape:
             raise ValueError(
-                f"pred and target must have the same shape, got {tuple(pred.shape)} "
-                f"and {tuple(target.shape)}"
+                f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
             )
         pred = pred.long()
         target = target.to(device=pred.device, dtype=torch.long)
@@ -89,9 +81,7 @@ class ConfusionMatrix:
         pred_min, pred_max = torch.aminmax(pred)
         if pred_min < 0 or pred_max >= k:
             bad = torch.unique(pred[(pred < 0) | (pred >= k)])
-            raise ValueError(
-                f"pred holds class ids outside [0, {k}): {_show_values(bad)}"
-            )
+            raise ValueError(f"pred holds class ids outside [0, {k}): {_show_values(bad)}")
         target_min, target_max = torch.aminmax(target)
         # fast path: every value is a class id, or the common ignore -1 is the only other one
         lowest_allowed = -1 if self.ignore_index == -1 else 0
@@ -208,10 +198,7 @@ def evaluate(
                 image, mask = image.to(device), mask.to(device)
                 scores = predict_scores(model, image, mask.shape[-2:], flip=flip, scales=scales)
                 if scores.shape[1] != num_classes:
-                    raise ValueError(
-                        f"model returned {scores.shape[1]} classes, expected num_classes="
-                        f"{num_classes}"
-                    )
+                    raise ValueError(f"model returned {scores.shape[1]} classes, expected num_classes={num_classes}")
                 confusion.update(scores.argmax(dim=1), mask)
     finally:
         model.train(was_training)
@@ -242,9 +229,7 @@ def predict_scores(
         if scale != 1.0:
             scaled_height = max(1, round(image.shape[-2] * scale))
             scaled_width = max(1, round(image.shape[-1] * scale))
-            scaled = F.interpolate(
-                image, (scaled_height, scaled_width), mode="bilinear", align_corners=True
-            )
+            scaled = F.interpolate(image, (scaled_height, scaled_width), mode="bilinear", align_corners=True)
         probs = _upsampled_logits(model, scaled, (height, width)).softmax(dim=1)
         if flip:
             flipped = _upsampled_logits(model, scaled.flip(-1), (height, width)).softmax(dim=1)
@@ -258,14 +243,10 @@ def _upsampled_logits(model: nn.Module, image: Tensor, size: tuple[int, int]) ->
     """The main head's logits for `image`, bilinearly resized to `size` (align_corners=True)."""
     output = model(image)
     if not isinstance(output, SegOutput):
-        raise ValueError(
-            f"model must return hwd_tune.outputs.SegOutput, got {type(output).__name__}"
-        )
+        raise ValueError(f"model must return hwd_tune.outputs.SegOutput, got {type(output).__name__}")
     logits = output.logits
     if logits.dim() != 4 or logits.shape[0] != image.shape[0]:
-        raise ValueError(
-            f"model logits must be [N={image.shape[0]}, K, h, w], got {tuple(logits.shape)}"
-        )
+        raise ValueError(f"model logits must be [N={image.shape[0]}, K, h, w], got {tuple(logits.shape)}")
     if tuple(logits.shape[-2:]) != size:
         logits = F.interpolate(logits, size, mode="bilinear", align_corners=True)
     return logits
@@ -282,16 +263,12 @@ def _checked_scales(scales: Sequence[float]) -> tuple[float, ...]:
 def _checked_batch(batch: object, batch_index: int) -> tuple[Tensor, Tensor]:
     """(image [N, 3, H, W], mask [N, H, W]) from a loader batch, or a ValueError naming it."""
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise ValueError(
-            f"loader batch {batch_index} must be (image, mask), got {type(batch).__name__}"
-        )
+        raise ValueError(f"loader batch {batch_index} must be (image, mask), got {type(batch).__name__}")
     image, mask = batch[0], batch[1]
     if not isinstance(image, Tensor) or image.dim() != 4:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"loader batch {batch_index}: image must be [N, 3, H, W], got {shape}")
     if not isinstance(mask, Tensor) or mask.dim() != 3 or mask.shape[0] != image.shape[0]:
         shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"loader batch {batch_index}: mask must be [N={image.shape[0]}, H, W], got {shape}"
-        )
+        raise ValueError(f"loader batch {batch_index}: mask must be [N={image.shape[0]}, H, W], got {shape}")
     return image, mask

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from torch import Tensor
 
@@ -16,5 +16,5 @@ class SegOutput(NamedTuple):
     """
 
     logits: Tensor
-    aux_logits: Optional[Tensor]
+    aux_logits: Tensor | None
     features: Tensor

@@ -32,9 +32,15 @@ READY_MARK = "Ray runtime started"  # printed by `ray start` once every head pro
 # Every port the head listens on: Ray's defaults (6379, 8265, 10001, 52365, ...) may belong to
 # another Ray on this machine.
 _PORT_FLAGS = (
-    "port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
-    "node-manager-port", "object-manager-port",
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
 )
 # Unix socket paths under the temp dir (<root>/ray/session_<time>_<pid>/sockets/plasma_store)
 # must stay below ~107 bytes: keep the root short, not under pytest's long tmp_path.
@@ -104,8 +110,18 @@ def start_head(*, auth: AuthMode, num_cpus: int = 2, timeout_s: float = 120.0) -
         env["RAY_AUTH_MODE"] = "disabled"
     ports = {flag: free_port() for flag in _PORT_FLAGS}
     command = [
-        str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address", HOST,
-        "--dashboard-host", HOST, "--num-cpus", str(num_cpus), "--temp-dir", str(temp_root / "ray"),
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        HOST,
+        "--dashboard-host",
+        HOST,
+        "--num-cpus",
+        str(num_cpus),
+        "--temp-dir",
+        str(temp_root / "ray"),
         "--disable-usage-stats",
     ]
     for flag, port in ports.items():
@@ -113,12 +129,19 @@ def start_head(*, auth: AuthMode, num_cpus: int = 2, timeout_s: float = 120.0) -
     log_path = temp_root / "ray-start.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stop_head signals exactly this group
         )
     head = RayHead(
-        gcs_address=f"{HOST}:{ports['port']}", dashboard_url=f"http://{HOST}:{ports['dashboard-port']}",
-        temp_root=temp_root, token_file=token_file, process=process,
+        gcs_address=f"{HOST}:{ports['port']}",
+        dashboard_url=f"http://{HOST}:{ports['dashboard-port']}",
+        temp_root=temp_root,
+        token_file=token_file,
+        process=process,
     )
     try:
         _wait_until_ready(head, log_path, timeout_s)
@@ -171,8 +194,19 @@ def submit_job(
     """Runs `ray job submit` (waiting for the end, logs streamed to its stdout) with `env`;
     `address=None` leaves the address to RAY_ADDRESS / RAY_API_SERVER_ADDRESS in `env`."""
     runtime_env = {"working_dir": str(working_dir), "excludes": list(excludes)}
-    command = [str(VENV_BIN / "ray"), "job", "submit", "--submission-id", submission_id,
-               "--runtime-env-json", json.dumps(runtime_env), "--log-style", "record", "--log-color", "false"]
+    command = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--submission-id",
+        submission_id,
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--log-style",
+        "record",
+        "--log-color",
+        "false",
+    ]
     if address is not None:
         command += ["--address", address]
     command += ["--", *entrypoint]
@@ -210,7 +244,7 @@ def _process_table() -> dict[int, tuple[int, int, str, int]]:
             stat = (entry / "stat").read_text()
         except OSError:  # ended while we looked
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (command) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (command) "
         table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
     return table
 
@@ -234,8 +268,11 @@ def head_processes(head: RayHead) -> dict[int, int]:
 def alive(processes: Mapping[int, int]) -> dict[int, int]:
     """Those of `processes` (pid -> start time) still running as the same process (not a reused PID)."""
     table = _process_table()
-    return {pid: start for pid, start in processes.items()
-            if pid in table and table[pid][3] == start and table[pid][2] != "Z"}
+    return {
+        pid: start
+        for pid, start in processes.items()
+        if pid in table and table[pid][3] == start and table[pid][2] != "Z"
+    }
 
 
 def _signal_each(processes: Mapping[int, int], signum: int) -> None:

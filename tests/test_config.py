@@ -35,11 +35,15 @@ def test_every_table_ii_method_has_params():
 
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "method": {"name": "hwd", "params": {"mu": 1.0}},
-        "teacher": {"source": "models:/teacher-cityscapes-deeplabv3_resnet101@iter-80k"},
-        "schedule": {"max_iters": 100},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": {"name": "hwd", "params": {"mu": 1.0}},
+                "teacher": {"source": "models:/teacher-cityscapes-deeplabv3_resnet101@iter-80k"},
+                "schedule": {"max_iters": 100},
+            }
+        )
+    )
     config = load_train_config(path, ["method.params.beta=0.5", "schedule.val_interval=10", "data.root=/data"])
     assert config.method.resolved_params().mu == 1.0
     assert config.method.resolved_params().beta == 0.5
@@ -99,9 +103,7 @@ def test_unreadable_files_are_named(tmp_path):
 def test_yaml_reads_only_true_false_as_booleans(tmp_path):
     """HWD's `on:` key must stay a string (YAML 1.1 would read it as True); true/false still work."""
     path = tmp_path / "hwd.yaml"
-    path.write_text(
-        "teacher: {source: t.pt}\nmethod: {name: hwd, params: {on: logits}}\nstudent: {aux: false}\n"
-    )
+    path.write_text("teacher: {source: t.pt}\nmethod: {name: hwd, params: {on: logits}}\nstudent: {aux: false}\n")
     config = load_train_config(path, ["precision.channels_last=true"])
     assert config.method.resolved_params().on == "logits"
     assert config.student.aux is False and config.precision.channels_last is True

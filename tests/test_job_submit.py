@@ -63,9 +63,17 @@ print("PROBE " + json.dumps({"gcs_address": context.gcs_address, "job_id": conte
 def teacher_command(output_dir: Path) -> list[str]:
     """The quickstart teacher, cut to TEACHER_ITERS iterations with one validation and one milestone."""
     return [
-        "hwd-tune", "train-teacher", TEACHER_YAML,
-        "--set", f"schedule.max_iters={TEACHER_ITERS}", "--set", f"schedule.val_interval={TEACHER_ITERS}",
-        "--set", f"teacher.milestones=[{TEACHER_ITERS}]", "--set", f"output_dir={output_dir}",
+        "hwd-tune",
+        "train-teacher",
+        TEACHER_YAML,
+        "--set",
+        f"schedule.max_iters={TEACHER_ITERS}",
+        "--set",
+        f"schedule.val_interval={TEACHER_ITERS}",
+        "--set",
+        f"teacher.milestones=[{TEACHER_ITERS}]",
+        "--set",
+        f"output_dir={output_dir}",
     ]
 
 
@@ -110,21 +118,35 @@ def teacher_job(heads, tmp_path_factory) -> FinishedJob:
     output_dir = tmp_path_factory.mktemp("teacher-job")
     submission_id = new_submission_id("teacher")
     result = submit_job(
-        head, [*teacher_command(output_dir), "--address", "auto"], env=head.client_env(),
-        address=head.dashboard_url, working_dir=REPO_ROOT, submission_id=submission_id,
+        head,
+        [*teacher_command(output_dir), "--address", "auto"],
+        env=head.client_env(),
+        address=head.dashboard_url,
+        working_dir=REPO_ROOT,
+        submission_id=submission_id,
     )
-    return FinishedJob(head, submission_id, output_dir, result, job_record(head, submission_id),
-                       job_logs(head, submission_id))
+    return FinishedJob(
+        head, submission_id, output_dir, result, job_record(head, submission_id), job_logs(head, submission_id)
+    )
 
 
 def test_token_head_refuses_jobs_without_the_token_or_with_a_wrong_one(heads, tmp_path):
     head = heads.get("token")
     # Ray's default: a token exists (RAY_AUTH_TOKEN_PATH) and RAY_AUTH_MODE is unset -> token auth.
     assert dashboard_get(head, "/api/authentication_mode", authenticated=False) == (
-        200, {"authentication_mode": "token"})
+        200,
+        {"authentication_mode": "token"},
+    )
     submission_id = new_submission_id("refused")
-    result = submit_job(head, ["python", "-c", "print('never runs')"], env=head.client_env(with_token=False),
-                        address=head.dashboard_url, working_dir=tmp_path, submission_id=submission_id, timeout_s=60)
+    result = submit_job(
+        head,
+        ["python", "-c", "print('never runs')"],
+        env=head.client_env(with_token=False),
+        address=head.dashboard_url,
+        working_dir=tmp_path,
+        submission_id=submission_id,
+        timeout_s=60,
+    )
     assert result.returncode == 1, outcome_text(result)
     assert "Authentication required: Unauthorized: Missing authentication token" in result.stdout + result.stderr
     assert dashboard_get(head, "/api/jobs/", authenticated=False)[0] == 401
@@ -168,14 +190,23 @@ def test_teacher_job_joins_the_head_and_tracks_its_run(teacher_job):
 def test_job_submit_finds_an_open_head_through(address_source, heads):
     head = heads.get("disabled")
     assert dashboard_get(head, "/api/authentication_mode", authenticated=False) == (
-        200, {"authentication_mode": "disabled"})
+        200,
+        {"authentication_mode": "disabled"},
+    )
     if address_source == "RAY_ADDRESS":
         env, address = head.client_env(RAY_ADDRESS=head.dashboard_url), None
     else:  # "auto": the head that `ray start` last wrote into <RAY_TMPDIR>/ray/ray_current_cluster
         env, address = head.client_env(RAY_TMPDIR=str(head.temp_root)), "auto"
     submission_id = new_submission_id("probe")
-    result = submit_job(head, ["python", "-c", PROBE], env=env, address=address, working_dir=REPO_ROOT,
-                        submission_id=submission_id, timeout_s=120)
+    result = submit_job(
+        head,
+        ["python", "-c", PROBE],
+        env=env,
+        address=address,
+        working_dir=REPO_ROOT,
+        submission_id=submission_id,
+        timeout_s=120,
+    )
     assert result.returncode == 0, outcome_text(result)
     record = job_record(head, submission_id)  # found on this head's job server: submitted there
     assert record["status"] == "SUCCEEDED", record
@@ -195,14 +226,33 @@ def test_quickstart_sweep_job_on_an_open_head(heads, teacher_job):
     head = heads.get("disabled")
     submission_id = new_submission_id("sweep")
     command = [
-        "hwd-tune", "sweep", SWEEP_YAML, "--set", f"train.output_dir={teacher_job.output_dir}",
-        "--set", "search.num_samples=2", "--set", "search.baselines=[]",
-        "--set", f"train.schedule.max_iters={TEACHER_ITERS}", "--set", "train.schedule.val_interval=5",
-        "--set", "train.schedule.log_interval=5",
-        "--set", f"search.scheduler.grace_period={TEACHER_ITERS}",  # ASHA on, but no trial stopped early
+        "hwd-tune",
+        "sweep",
+        SWEEP_YAML,
+        "--set",
+        f"train.output_dir={teacher_job.output_dir}",
+        "--set",
+        "search.num_samples=2",
+        "--set",
+        "search.baselines=[]",
+        "--set",
+        f"train.schedule.max_iters={TEACHER_ITERS}",
+        "--set",
+        "train.schedule.val_interval=5",
+        "--set",
+        "train.schedule.log_interval=5",
+        "--set",
+        f"search.scheduler.grace_period={TEACHER_ITERS}",  # ASHA on, but no trial stopped early
     ]
-    result = submit_job(head, command, env=head.client_env(RAY_ADDRESS=head.dashboard_url), address=None,
-                        working_dir=REPO_ROOT, submission_id=submission_id, timeout_s=300)
+    result = submit_job(
+        head,
+        command,
+        env=head.client_env(RAY_ADDRESS=head.dashboard_url),
+        address=None,
+        working_dir=REPO_ROOT,
+        submission_id=submission_id,
+        timeout_s=300,
+    )
     assert result.returncode == 0, outcome_text(result)
     assert job_record(head, submission_id)["status"] == "SUCCEEDED"
     logs = job_logs(head, submission_id)

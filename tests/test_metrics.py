@@ -128,9 +128,7 @@ def test_other_ignore_index_and_narrow_dtypes():
     pred = torch.tensor([[[0, 2, 1, 1]]], dtype=torch.uint8)
     confusion = ConfusionMatrix(3, ignore_index=255)
     confusion.update(pred, target)
-    np.testing.assert_array_equal(
-        confusion.matrix.numpy(), reference_matrix(pred, target, 3, ignore_index=255)
-    )
+    np.testing.assert_array_equal(confusion.matrix.numpy(), reference_matrix(pred, target, 3, ignore_index=255))
     negative = ConfusionMatrix(3, ignore_index=-5)
     negative.update(torch.tensor([[[1, 2]]]), torch.tensor([[[-5, 2]]]))
     assert negative.matrix.sum().item() == 1 and negative.matrix[2, 2].item() == 1
@@ -197,9 +195,7 @@ def _free_port():
 
 def _all_reduce_worker(rank, world_size, port, parts, result_dir):
     """One gloo worker: count its own part, all-reduce, save the summed matrix."""
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         confusion = ConfusionMatrix(5)
         pred, target = parts[rank]
@@ -343,9 +339,7 @@ def test_evaluate_matches_manual_upsample_argmax_and_confusion(flip):
         assert not torch.equal(confusion.matrix, evaluate(model, batches, 4).matrix)
     assert confusion.matrix.sum().item() == sum(int((m != IGNORE).sum()) for _, m in batches)
     assert model.training, "evaluate() must restore train mode"
-    assert model.calls_in_inference_mode[: 2 * len(batches)] == [True] * (
-        2 * len(batches) if flip else len(batches)
-    )
+    assert model.calls_in_inference_mode[: 2 * len(batches)] == [True] * (2 * len(batches) if flip else len(batches))
     eval_model = TinySegNet().eval()
     evaluate(eval_model, batches, 4)
     assert not eval_model.training

@@ -25,8 +25,13 @@ def capture_rng_state() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -38,10 +43,15 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of `capture_rng_state`."""
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state((
-        numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
-        numpy_state["has_gauss"], numpy_state["cached_gaussian"],
-    ))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():

@@ -42,9 +42,7 @@ class LoopHooks:
         """Before the step that goes from `iteration` to `iteration + 1`: the injected faults."""
         self._maybe_kill_worker(iteration)
         if self.fail_at_iteration is not None and iteration == self.fail_at_iteration:
-            raise RuntimeError(
-                f"failing on purpose at iteration {iteration} (loop_config fail_at_iteration test hook)"
-            )
+            raise RuntimeError(f"failing on purpose at iteration {iteration} (loop_config fail_at_iteration test hook)")
 
     def after_step(self, iteration: int) -> None:
         """After the step that reached `iteration`: rank 0 records the time, if asked."""

@@ -175,8 +175,7 @@ def start_local_ray(**init_options: Any) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the raylet
-    ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False,
-             **init_options)
+    ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False, **init_options)
 
 
 def run_training(
@@ -201,8 +200,12 @@ def run_training(
     preflight(config, tracking_uri)
     name = run_name(config)
     run_id = tracking.start_run(
-        tracking_uri=tracking_uri, experiment=config.tracking.experiment, run_key=name, run_name=name,
-        tags={"hwd.job": config.job, "hwd.method": config.method.name, **(tags or {})}, parent_run_id=parent_run_id,
+        tracking_uri=tracking_uri,
+        experiment=config.tracking.experiment,
+        run_key=name,
+        run_name=name,
+        tags={"hwd.job": config.job, "hwd.method": config.method.name, **(tags or {})},
+        parent_run_id=parent_run_id,
     )
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.log_params(tracking.flatten_params(config.model_dump(mode="json")))
@@ -212,7 +215,8 @@ def run_training(
     )
     monitor = (
         ProgressMonitor(tracking_uri, run_id, config.schedule.max_iters, console=progress)
-        if progress is not None else nullcontext()
+        if progress is not None
+        else nullcontext()
     )
     try:
         with monitor:
@@ -236,7 +240,9 @@ def run_training(
 
 def best_checkpoint(result: Any) -> Path | None:
     """Local directory of the run's best checkpoint by val_miou (Ray keeps it with the latest)."""
-    scored = [(metrics.get("val_miou", float("-inf")), checkpoint) for checkpoint, metrics in result.best_checkpoints or []]
+    scored = [
+        (metrics.get("val_miou", float("-inf")), checkpoint) for checkpoint, metrics in result.best_checkpoints or []
+    ]
     if not scored:
         return None
     return Path(max(scored, key=lambda pair: pair[0])[1].path)
@@ -253,8 +259,12 @@ def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: An
         logger.log_artifact_dir(temporary, "best_checkpoint")
         if config.job == "teacher":
             tracking.register_teacher(
-                tracking_uri=tracking_uri, run_id=run_id, checkpoint_dir=temporary,
-                dataset=config.data.name, arch=config.student.arch, aliases=["best"],
+                tracking_uri=tracking_uri,
+                run_id=run_id,
+                checkpoint_dir=temporary,
+                dataset=config.data.name,
+                arch=config.student.arch,
+                aliases=["best"],
             )
 
 

@@ -141,14 +141,20 @@ def build_context(loop_config: dict[str, Any]) -> LoopContext:
         feature_channels(config.teacher.arch, config.teacher.width_multiplier),
     )
     distiller = build_distiller(
-        config.method.name, num_classes=info.num_classes, feature_channels=channels,
-        aux_weight=config.task.aux_weight, ignore_index=config.task.ignore_index, **method.model_dump(),
+        config.method.name,
+        num_classes=info.num_classes,
+        feature_channels=channels,
+        aux_weight=config.task.aux_weight,
+        ignore_index=config.task.ignore_index,
+        **method.model_dump(),
     ).to(device)
 
     student = ray.train.torch.prepare_model(student)  # DDP when world_size > 1
     trainable = [p for p in student.parameters() if p.requires_grad] + list(distiller.student_parameters())
     optimizer = torch.optim.SGD(
-        trainable, lr=config.optimizer.lr, momentum=config.optimizer.momentum,
+        trainable,
+        lr=config.optimizer.lr,
+        momentum=config.optimizer.momentum,
         weight_decay=config.optimizer.weight_decay,
     )
     schedule = poly_factor(config.schedule.max_iters, config.optimizer.poly_power)
@@ -159,12 +165,23 @@ def build_context(loop_config: dict[str, Any]) -> LoopContext:
     stream = TrainingStream(dataset, transforms, seed=config.seed)
     val_set = validation_set(config.data)
     val_indices = list(range(rank, len(val_set), world_size))  # each worker a disjoint share
-    val_loader = DataLoader(torch.utils.data.Subset(val_set, val_indices), batch_size=1,
-                            num_workers=min(config.data.loader_workers, 2))
+    val_loader = DataLoader(
+        torch.utils.data.Subset(val_set, val_indices), batch_size=1, num_workers=min(config.data.loader_workers, 2)
+    )
     return LoopContext(
-        config=config, rank=rank, world_size=world_size, device=device, class_names=info.class_names,
-        student=student, teacher=teacher, distiller=distiller, optimizer=optimizer, scheduler=scheduler,
-        scaler=scaler, stream=stream, val_loader=val_loader,
+        config=config,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        class_names=info.class_names,
+        student=student,
+        teacher=teacher,
+        distiller=distiller,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        stream=stream,
+        val_loader=val_loader,
     )
 
 
@@ -200,12 +217,19 @@ def training_loader(context: LoopContext) -> DataLoader:
     config = context.config
     per_worker = config.schedule.batch_size // context.world_size
     sampler = StreamSampler(
-        per_worker, rank=context.rank, world_size=context.world_size,
-        start_iteration=context.iteration, stop_iteration=config.schedule.max_iters,
+        per_worker,
+        rank=context.rank,
+        world_size=context.world_size,
+        start_iteration=context.iteration,
+        stop_iteration=config.schedule.max_iters,
     )
     loader = DataLoader(
-        context.stream, batch_size=per_worker, sampler=sampler, num_workers=config.data.loader_workers,
-        pin_memory=context.device.type == "cuda", drop_last=True,
+        context.stream,
+        batch_size=per_worker,
+        sampler=sampler,
+        num_workers=config.data.loader_workers,
+        pin_memory=context.device.type == "cuda",
+        drop_last=True,
         persistent_workers=False,
     )
     return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
@@ -219,9 +243,7 @@ def autocast(context: LoopContext):
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def train_step(
-    context: LoopContext, images: Tensor, labels: Tensor
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def train_step(context: LoopContext, images: Tensor, labels: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One optimiser step: (detached loss terms of the student, the adversary's logged terms)."""
     if context.device.type == "cuda" and context.config.precision.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -236,8 +258,7 @@ def train_step(
     if not torch.isfinite(loss):
         values = {name: float(value) for name, value in terms.items()}
         raise NonFiniteLossError(
-            f"non-finite loss at iteration {context.iteration + 1}: {values}; "
-            "the last good checkpoint is kept"
+            f"non-finite loss at iteration {context.iteration + 1}: {values}; the last good checkpoint is kept"
         )
     context.optimizer.zero_grad(set_to_none=True)
     context.scaler.scale(loss).backward()
@@ -259,7 +280,10 @@ def validate(context: LoopContext) -> tuple[dict[str, float], list[float]]:
     """Validation metrics (mIoU in %, the paper's scale) over all workers, and per-class IoU."""
     num_classes = len(context.class_names)
     confusion = evaluate(
-        unwrap(context.student), context.val_loader, num_classes, device=context.device,
+        unwrap(context.student),
+        context.val_loader,
+        num_classes,
+        device=context.device,
         ignore_index=context.config.task.ignore_index,
     )
     confusion.all_reduce()
@@ -301,7 +325,9 @@ def write_checkpoint(context: LoopContext, directory: Path, metrics: dict[str, f
         "channel_weights": context.channel_weight_history,
     }
     return save_checkpoint(
-        directory, model_state=unwrap(context.student).state_dict(), train_state=train_state,
+        directory,
+        model_state=unwrap(context.student).state_dict(),
+        train_state=train_state,
         meta=checkpoint_meta(context, metrics),
     )
 
@@ -332,8 +358,11 @@ class RankZeroTracker:
         config = context.config
         if config.job == "teacher" and context.iteration in config.teacher.milestones:
             self.tracking.register_teacher(
-                tracking_uri=self.tracking_uri, run_id=self.run_id, checkpoint_dir=checkpoint_dir,
-                dataset=config.data.name, arch=config.student.arch,
+                tracking_uri=self.tracking_uri,
+                run_id=self.run_id,
+                checkpoint_dir=checkpoint_dir,
+                dataset=config.data.name,
+                arch=config.student.arch,
                 aliases=[self.tracking.milestone_alias(context.iteration)],
             )
 
@@ -389,9 +418,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if weights is not None:
                 context.channel_weight_history.append((context.iteration, weights.float().cpu().tolist()))
             tracker.log_metrics(
-                {**losses, "lr": context.scheduler.get_last_lr()[0],
-                 "images_per_s": global_batch * window_iters / max(elapsed, 1e-9),
-                 "iteration": context.iteration},
+                {
+                    **losses,
+                    "lr": context.scheduler.get_last_lr()[0],
+                    "images_per_s": global_batch * window_iters / max(elapsed, 1e-9),
+                    "iteration": context.iteration,
+                },
                 step=context.iteration,
             )
             window_terms, window_start, window_iters = {}, time.perf_counter(), 0

@@ -26,15 +26,21 @@ class ProgressMonitor:
         self.max_iters = max_iters
         self.interval_s = interval_s
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="hwd-progress", daemon=True)
         self._task = self.progress.add_task("training", total=max_iters, status="starting workers...")
 
-    def __enter__(self) -> "ProgressMonitor":
+    def __enter__(self) -> ProgressMonitor:
         self.progress.start()
         self._thread.start()
         return self

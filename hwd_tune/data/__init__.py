@@ -26,11 +26,11 @@ from hwd_tune.data.voc import VOCAug
 
 __all__ = [
     "ADE20K",
+    "NORMALIZATIONS",
     "COCOStuff",
     "COCOStuff182",
     "Cityscapes",
     "DatasetInfo",
-    "NORMALIZATIONS",
     "SyntheticShapes",
     "VOCAug",
     "available_datasets",

@@ -35,9 +35,7 @@ class ADE20K(LabelledImageFiles):
     class_names = ADE20K_CLASSES
     label_table = lookup_table({0: IGNORE_INDEX, **{v: v - 1 for v in range(1, 151)}})
 
-    def __init__(
-        self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None) -> None:
         folder = check_split(split, ADE20K_SPLITS, "ade20k")
         root = Path(root)
         base = root / "ADEChallengeData2016"

@@ -45,9 +45,7 @@ class Cityscapes(LabelledImageFiles):
     class_names = CITYSCAPES_CLASSES
     label_table = lookup_table(_ID_TO_TRAIN_ID)
 
-    def __init__(
-        self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None) -> None:
         folder = check_split(split, CITYSCAPES_SPLITS, "cityscapes")
         root = Path(root)
         image_dir = require_directory(root / "leftImg8bit" / folder, root, CITYSCAPES_LAYOUT)

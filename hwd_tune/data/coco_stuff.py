@@ -50,9 +50,7 @@ class COCOStuff(LabelledImageFiles):
     class_names = COCO_STUFF_171_CLASSES
     label_table = lookup_table({**{v: k for k, v in enumerate(_USED_IDS)}, 255: IGNORE_INDEX})
 
-    def __init__(
-        self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None) -> None:
         folder = check_split(split, COCO_STUFF_SPLITS, "cocostuff")
         root = Path(root)
         image_dir = require_directory(root / "images" / folder, root, COCO_STUFF_LAYOUT)

@@ -78,8 +78,7 @@ def read_label_ids(path: Path) -> np.ndarray:
     with PILImage.open(path) as label_image:
         if label_image.mode not in ("L", "P", "I", "I;16"):
             raise ValueError(
-                f"label file {path}: expected a single-channel (L or P mode) PNG, "
-                f"got mode {label_image.mode}"
+                f"label file {path}: expected a single-channel (L or P mode) PNG, got mode {label_image.mode}"
             )
         return np.asarray(label_image)
 
@@ -126,15 +125,11 @@ def pair_files(
     missing_labels = sorted(set(images) - set(labels))
     if missing_labels:
         named = [f"{images[k]} (expected {label_dir / (k + label_suffix)})" for k in missing_labels[:5]]
-        raise FileNotFoundError(
-            f"{len(missing_labels)} image(s) without a label file: " + "; ".join(named)
-        )
+        raise FileNotFoundError(f"{len(missing_labels)} image(s) without a label file: " + "; ".join(named))
     missing_images = sorted(set(labels) - set(images))
     if missing_images:
         named = [f"{labels[k]} (expected {image_dir / (k + image_suffix)})" for k in missing_images[:5]]
-        raise FileNotFoundError(
-            f"{len(missing_images)} label file(s) without an image: " + "; ".join(named)
-        )
+        raise FileNotFoundError(f"{len(missing_images)} label file(s) without an image: " + "; ".join(named))
     return [(images[key], labels[key]) for key in sorted(images)]
 
 

@@ -27,8 +27,7 @@ class DatasetInfo:
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
             raise ValueError(
-                f"class_names has {len(self.class_names)} entries, "
-                f"expected num_classes={self.num_classes}"
+                f"class_names has {len(self.class_names)} entries, expected num_classes={self.num_classes}"
             )
 
 

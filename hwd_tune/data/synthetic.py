@@ -77,9 +77,7 @@ def _bilinear_matrix(size: int, grid: int) -> np.ndarray:
     return matrix
 
 
-def _shape_inside(
-    shape: str, x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, radius: float
-) -> np.ndarray:
+def _shape_inside(shape: str, x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarray:
     """Boolean mask of a shape of circumradius `radius`; (x, y) centred, (u, v) also rotated."""
     if shape == "disc":
         return x * x + y * y <= radius * radius
@@ -101,9 +99,7 @@ def _shape_inside(
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _texture_pattern(
-    pattern: str, x: np.ndarray, y: np.ndarray, uniforms: list[float], period: float
-) -> np.ndarray:
+def _texture_pattern(pattern: str, x: np.ndarray, y: np.ndarray, uniforms: list[float], period: float) -> np.ndarray:
     """Boolean pattern at centred pixel coordinates (x, y); uniforms fix its angle and phases."""
     if pattern == "rings":  # concentric around the shape's centre
         return ((np.sqrt(x * x + y * y) / period + uniforms[1]) % 1.0) < 0.5
@@ -154,13 +150,9 @@ class SyntheticShapes(Dataset):
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or min(size) < 16:
-            raise ValueError(
-                f"image_size must be an int or (height, width), each >= 16, got {image_size!r}"
-            )
+            raise ValueError(f"image_size must be an int or (height, width), each >= 16, got {image_size!r}")
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"num_classes must be an int >= 2 (background + 1 shape class), got {num_classes!r}"
-            )
+            raise ValueError(f"num_classes must be an int >= 2 (background + 1 shape class), got {num_classes!r}")
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         if not isinstance(split, str) or not split:
@@ -229,9 +221,7 @@ class SyntheticShapes(Dataset):
         np.clip(image, 0.0, 1.0, out=image)
         return (image * 255.0 + 0.5).astype(np.uint8), labels
 
-    def _draw_shape(
-        self, image: np.ndarray, labels: np.ndarray, class_id: int, uniforms: list[float]
-    ) -> None:
+    def _draw_shape(self, image: np.ndarray, labels: np.ndarray, class_id: int, uniforms: list[float]) -> None:
         """Paints one textured shape of `class_id` into image [3, H, W] and labels [H, W] in place.
 
         uniforms: _UNIFORMS_PER_SHAPE numbers in [0, 1) that fix size, place, angles and colours.

@@ -56,9 +56,7 @@ class VOCAug(LabelledImageFiles):
     class_names = VOC_CLASSES
     label_table = lookup_table({**{v: v for v in range(21)}, 255: IGNORE_INDEX})
 
-    def __init__(
-        self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None
-    ) -> None:
+    def __init__(self, root: str | Path, *, split: str = "train", transforms: Transforms | None = None) -> None:
         list_names = check_split(split, VOC_SPLITS, "voc")
         root = Path(root)
         base = _find_voc2012(root)
@@ -72,9 +70,7 @@ class VOCAug(LabelledImageFiles):
         for image_id in _read_ids(list_files[0]):
             image_path, label_path = image_dir / f"{image_id}.jpg", label_dir / f"{image_id}.png"
             if not image_path.is_file():
-                raise FileNotFoundError(
-                    f"{list_files[0]} lists {image_id!r} but {image_path} is missing"
-                )
+                raise FileNotFoundError(f"{list_files[0]} lists {image_id!r} but {image_path} is missing")
             if not label_path.is_file():
                 raise FileNotFoundError(f"image {image_path} has no label file: expected {label_path}")
             pairs.append((image_path, label_path))

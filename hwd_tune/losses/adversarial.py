@@ -138,9 +138,7 @@ class AdversarialDistiller(Distiller[P]):
         feature_channels: tuple[int, int],
         task: TaskLoss,
     ) -> None:
-        super().__init__(
-            params, num_classes=num_classes, feature_channels=feature_channels, task=task
-        )
+        super().__init__(params, num_classes=num_classes, feature_channels=feature_channels, task=task)
         self.kd = KDLoss(temperature=params.kd_temperature)  # both methods add pixel-wise KD
         self.adversary = LogitDiscriminator(num_classes, width=params.discriminator_width)
         self.adversary_optimizer = torch.optim.Adam(
@@ -162,9 +160,7 @@ class AdversarialDistiller(Distiller[P]):
         scores = self.adversary(student_logits)
         return self.params.adv_weight * hinge_generator_loss(scores)
 
-    def adversary_step(
-        self, student: SegOutput, teacher: SegOutput, labels: Tensor
-    ) -> dict[str, Tensor]:
+    def adversary_step(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         """One Adam step of the discriminator on detached logits; returns {"d": weighted loss}."""
         dtype = next(self.adversary.parameters()).dtype
         fake = student.logits.detach().to(dtype)
@@ -174,9 +170,7 @@ class AdversarialDistiller(Distiller[P]):
             # Student first, then teacher: the order of the authors' scripts (BatchNorm statistics).
             fake_scores = self.adversary(fake)
             real_scores = self.adversary(real)
-            loss = self.params.discriminator_weight * hinge_discriminator_loss(
-                real_scores, fake_scores
-            )
+            loss = self.params.discriminator_weight * hinge_discriminator_loss(real_scores, fake_scores)
             loss.backward()
         _average_gradients_across_workers(self.adversary)
         self.adversary_optimizer.step()

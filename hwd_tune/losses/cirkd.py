@@ -33,9 +33,7 @@ from hwd_tune.outputs import SegOutput
 # --------------------------------------------------------------------------------------------
 # Mini-batch pixel-to-pixel relation (CIRKD, "mini-batch-based pixel-to-pixel distillation")
 # --------------------------------------------------------------------------------------------
-def minibatch_pixel_relation_loss(
-    student_features: Tensor, teacher_features: Tensor, temperature: float
-) -> Tensor:
+def minibatch_pixel_relation_loss(student_features: Tensor, teacher_features: Tensor, temperature: float) -> Tensor:
     """Mean over image pairs (i, j) of KL_rows(softmax(T_i T_j^T / t) || softmax(S_i S_j^T / t)).
 
     Features [n, C_s, h, w] and [n, C_t, h, w] (this worker's n images), L2-normalised over
@@ -93,17 +91,13 @@ def choose_per_group(groups: Tensor, limit: int, generator: torch.Generator) -> 
     by_key = torch.argsort(keys)
     order = by_key[torch.argsort(groups[by_key], stable=True)]
     sorted_groups = groups[order]
-    unique_groups, group_sizes = torch.unique_consecutive(sorted_groups, return_counts=True)
+    _unique_groups, group_sizes = torch.unique_consecutive(sorted_groups, return_counts=True)
     first_of_group = torch.cumsum(group_sizes, 0) - group_sizes
-    position = torch.arange(groups.numel(), device=groups.device) - torch.repeat_interleave(
-        first_of_group, group_sizes
-    )
+    position = torch.arange(groups.numel(), device=groups.device) - torch.repeat_interleave(first_of_group, group_sizes)
     return order[position < limit]
 
 
-def class_region_means(
-    embeddings: Tensor, labels: Tensor, num_classes: int
-) -> tuple[Tensor, Tensor]:
+def class_region_means(embeddings: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Mean embedding of each (image, class) present: embeddings [B, D, h, w], labels [B, h, w].
 
     Returns (means [R, D], classes [R]) ordered by image then class; labels outside
@@ -161,18 +155,14 @@ class CrossImageMemory(nn.Module):
         return torch.Generator().manual_seed(((self.seed << 32) + step) % 2**64)
 
     @torch.no_grad()
-    def enqueue(
-        self, teacher_embeddings: Tensor, labels: Tensor, generator: torch.Generator
-    ) -> None:
+    def enqueue(self, teacher_embeddings: Tensor, labels: Tensor, generator: torch.Generator) -> None:
         """Queues one global batch: embeddings [B, D, h, w] (L2-normalised), labels [B, h, w].
 
         For each image and class present: its region mean (re-normalised) and up to
         `pixels_per_update` of its pixels chosen at random, in image order.
         """
         means, region_classes = class_region_means(teacher_embeddings, labels, self.num_classes)
-        write_to_class_queues(
-            self.region_queue, self.region_pointer, region_classes, F.normalize(means, dim=1)
-        )
+        write_to_class_queues(self.region_queue, self.region_pointer, region_classes, F.normalize(means, dim=1))
         batch, dim = teacher_embeddings.shape[:2]
         flat_embeddings = teacher_embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
         flat_labels = labels.reshape(-1)
@@ -245,8 +235,7 @@ class CIRKDDistiller(Distiller[CIRKDParams]):
         student_channels, teacher_channels = self.feature_channels
         if student_channels < 1 or teacher_channels < 1:
             raise ValueError(
-                "cirkd needs feature_channels=(student, teacher) channels >= 1, "
-                f"got {self.feature_channels}"
+                f"cirkd needs feature_channels=(student, teacher) channels >= 1, got {self.feature_channels}"
             )
         self.kd = KDLoss(params.kd_temperature)
         self.projector = nn.Sequential(
@@ -268,9 +257,7 @@ class CIRKDDistiller(Distiller[CIRKDParams]):
     def distill(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         params = self.params
         memory_pixel, memory_region = self.memory_losses(student.features, teacher.features, labels)
-        minibatch = minibatch_pixel_relation_loss(
-            student.features, teacher.features, params.contrast_temperature
-        )
+        minibatch = minibatch_pixel_relation_loss(student.features, teacher.features, params.contrast_temperature)
         return {
             "kd": params.kd_weight * self.kd(student.logits, teacher.logits),
             "minibatch_pixel": params.minibatch_pixel_weight * minibatch,
@@ -328,8 +315,7 @@ class CIRKDDistiller(Distiller[CIRKDParams]):
         if bool(out_of_range.any()):
             bad = int(small[out_of_range][0])
             raise ValueError(
-                f"labels must be in [0, {self.num_classes}) or the ignore index "
-                f"{self.task.ignore_index}, got {bad}"
+                f"labels must be in [0, {self.num_classes}) or the ignore index {self.task.ignore_index}, got {bad}"
             )
         return small
 

@@ -18,9 +18,7 @@ from hwd_tune.outputs import SegOutput
 def check_logit_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
     """Raises ValueError unless both logits are 4-D [N, C, H, W] tensors of the same shape."""
     if student_logits.dim() != 4:
-        raise ValueError(
-            f"student_logits must be 4-D [N, C, H, W], got shape {tuple(student_logits.shape)}"
-        )
+        raise ValueError(f"student_logits must be 4-D [N, C, H, W], got shape {tuple(student_logits.shape)}")
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(
             f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, "
@@ -46,9 +44,7 @@ class CWDLoss(nn.Module):
         n, c = student_logits.shape[:2]
         student_log_probs = F.log_softmax(student_logits.flatten(2) / self.tau, dim=-1)
         teacher_log_probs = F.log_softmax(teacher_logits.detach().flatten(2) / self.tau, dim=-1)
-        divergence = F.kl_div(
-            student_log_probs, teacher_log_probs, reduction="sum", log_target=True
-        )
+        divergence = F.kl_div(student_log_probs, teacher_log_probs, reduction="sum", log_target=True)
         return divergence * (self.tau**2 / (n * c))
 
 

@@ -51,9 +51,7 @@ class Distiller(nn.Module, Generic[P]):
         # The adversary's own optimiser; the loop applies the same learning-rate schedule to it.
         self.adversary_optimizer: torch.optim.Optimizer | None = None
 
-    def forward(
-        self, student: SegOutput, teacher: SegOutput | None, labels: Tensor
-    ) -> dict[str, Tensor]:
+    def forward(self, student: SegOutput, teacher: SegOutput | None, labels: Tensor) -> dict[str, Tensor]:
         """Named, weighted loss terms for one batch; labels are [N, H, W] with ignore = -1."""
         terms = self.task(student, labels)
         if self.needs_teacher:
@@ -72,9 +70,7 @@ class Distiller(nn.Module, Generic[P]):
             if parameter.requires_grad and not name.startswith("adversary."):
                 yield parameter
 
-    def adversary_step(
-        self, student: SegOutput, teacher: SegOutput, labels: Tensor
-    ) -> dict[str, Tensor]:
+    def adversary_step(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         """Updates the method's adversary, if any; returns its detached loss terms for logging."""
         return {}
 
@@ -89,9 +85,7 @@ def register_distiller(name: str, params: type[BaseModel]) -> Callable[[D], D]:
 
     def decorate(cls: D) -> D:
         if METHOD_PARAMS.get(name) is not params:
-            raise ValueError(
-                f"distiller {name!r} must use hwd_tune.config.METHOD_PARAMS[{name!r}] as its params"
-            )
+            raise ValueError(f"distiller {name!r} must use hwd_tune.config.METHOD_PARAMS[{name!r}] as its params")
         if name in _REGISTRY:
             raise ValueError(f"distiller {name!r} is registered twice")
         cls.name = name
@@ -113,9 +107,7 @@ def distiller_params(name: str) -> type[BaseModel]:
 
 def _lookup(name: str) -> tuple[type[Distiller], type[BaseModel]]:
     if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown distillation method {name!r}; expected one of {available_distillers()}"
-        )
+        raise ValueError(f"unknown distillation method {name!r}; expected one of {available_distillers()}")
     return _REGISTRY[name]
 
 

@@ -8,7 +8,8 @@ channels of each image, shifted by mu and turned into weights that sum to C per 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,9 +77,7 @@ def channel_distance(difference: Tensor, distance: str) -> Tensor:
     raise ValueError(f"distance {distance!r} is not an elementwise distance")
 
 
-def weights_from_distance(
-    distance: Tensor, *, mu: float, beta: float, process: str, weight_tau: float
-) -> Tensor:
+def weights_from_distance(distance: Tensor, *, mu: float, beta: float, process: str, weight_tau: float) -> Tensor:
     """Channel weights [N, C] (float64, sum C per image) from channel distances [N, C] (steps 3-4).
 
     z = (d - mean_c d) / std_c d + mu (z = mu when std is 0); "exp": w = C softmax((1 - beta^z)/(1 - beta)),
@@ -189,9 +188,7 @@ class HWDLoss(nn.Module):
         self.pixel_norm = pixel_norm
         self.ignore_index = ignore_index
 
-    def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.loss_and_weights(student_logits, teacher_logits, labels)[0]
 
     def loss_and_weights(
@@ -214,9 +211,7 @@ class HWDLoss(nn.Module):
         return _WeightedChannelKL.apply(student_logits, teacher_logits, self.tau, weigh)
 
     @torch.no_grad()
-    def channel_weights(
-        self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None
-    ) -> Tensor:
+    def channel_weights(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None) -> Tensor:
         """The weights w [N, C] of eq. 1 (no gradient); each image's weights sum to C."""
         return self.loss_and_weights(student_logits, teacher_logits, labels)[1]
 
@@ -225,9 +220,7 @@ class HWDLoss(nn.Module):
         n, _, h, w = logits.shape
         if labels is not None:
             if labels.dim() != 3 or labels.shape[0] != n:
-                raise ValueError(
-                    f"labels must be [N, H', W'] with N={n}, got shape {tuple(labels.shape)}"
-                )
+                raise ValueError(f"labels must be [N, H', W'] with N={n}, got shape {tuple(labels.shape)}")
             if labels.dtype.is_floating_point or labels.dtype == torch.bool:
                 raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
         if self.pixel_norm == "none":

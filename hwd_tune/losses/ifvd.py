@@ -76,9 +76,7 @@ class IFVDDistiller(AdversarialDistiller[IFVDParams]):
     """Terms "kd" (logits), "ifv" (features + labels), "adv" (logits); D trained separately."""
 
     def distill(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
-        ifv = intra_class_variation_loss(
-            student.features, teacher.features, labels, self.num_classes
-        )
+        ifv = intra_class_variation_loss(student.features, teacher.features, labels, self.num_classes)
         return {
             "kd": self.kd_term(student, teacher),
             "ifv": self.params.ifv_weight * ifv,

@@ -31,9 +31,7 @@ class KDLoss(nn.Module):
         n, _, h, w = student_logits.shape
         student_log_probs = F.log_softmax(student_logits / self.temperature, dim=1)
         teacher_log_probs = F.log_softmax(teacher_logits.detach() / self.temperature, dim=1)
-        divergence = F.kl_div(
-            student_log_probs, teacher_log_probs, reduction="sum", log_target=True
-        )
+        divergence = F.kl_div(student_log_probs, teacher_log_probs, reduction="sum", log_target=True)
         return divergence * (self.temperature**2 / (n * h * w))
 
 

@@ -102,13 +102,9 @@ class MGDDistiller(Distiller[MGDParams]):
         feature_channels: tuple[int, int],
         task: TaskLoss,
     ) -> None:
-        super().__init__(
-            params, num_classes=num_classes, feature_channels=feature_channels, task=task
-        )
+        super().__init__(params, num_classes=num_classes, feature_channels=feature_channels, task=task)
         if len(feature_channels) != 2:
-            raise ValueError(
-                f"feature_channels must be (student, teacher) channels, got {feature_channels!r}"
-            )
+            raise ValueError(f"feature_channels must be (student, teacher) channels, got {feature_channels!r}")
         student_channels, teacher_channels = feature_channels
         self.mgd = MGDLoss(student_channels, teacher_channels, mask_ratio=params.mask_ratio)
 

@@ -24,9 +24,7 @@ def cell_similarity(features: Tensor) -> Tensor:
     return cells.transpose(1, 2) @ cells
 
 
-def pairwise_similarity_loss(
-    student_features: Tensor, teacher_features: Tensor, pool: int = PAIRWISE_POOL
-) -> Tensor:
+def pairwise_similarity_loss(student_features: Tensor, teacher_features: Tensor, pool: int = PAIRWISE_POOL) -> Tensor:
     """SKD pair-wise loss: sum over (n, i, j) of (a^T_ij - a^S_ij)^2 / M^2 / N.
 
     Features [N, Cs, h, w] and [N, Ct, h, w] (channels may differ) are max-pooled into
@@ -53,7 +51,6 @@ class SKDDistiller(AdversarialDistiller[SKDParams]):
     def distill(self, student: SegOutput, teacher: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         return {
             "kd": self.kd_term(student, teacher),
-            "pairwise": self.params.pairwise_weight
-            * pairwise_similarity_loss(student.features, teacher.features),
+            "pairwise": self.params.pairwise_weight * pairwise_similarity_loss(student.features, teacher.features),
             "adv": self.adversarial_term(student.logits),
         }

@@ -15,9 +15,7 @@ def segmentation_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int
     Upsampling uses align_corners=True, as the authors' SegCrossEntropyLoss does.
     """
     if labels.dim() != 3 or labels.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"labels must be [N, H, W] with N={logits.shape[0]}, got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must be [N, H, W] with N={logits.shape[0]}, got shape {tuple(labels.shape)}")
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(logits, labels.shape[-2:], mode="bilinear", align_corners=True)
     return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)

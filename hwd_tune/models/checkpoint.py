@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ DDP_PREFIX = "module."
 MODEL_PREFIXES = ("pretrained.", "head.", "auxlayer.")  # top-level names of a full model's keys
 OPTIONAL_BUFFER_SUFFIX = "num_batches_tracked"  # absent from older files; torch keeps its own
 
-StateSource = Union[str, PathLike, Mapping[str, Tensor]]
+StateSource = str | PathLike | Mapping[str, Tensor]
 
 
 @dataclass
@@ -81,9 +81,7 @@ def load_weights(model: nn.Module, source: StateSource, strict: bool = True) -> 
         classifier_prefixes = tuple(getattr(model, "imagenet_classifier_prefixes", ()))
         ignored = sorted(key for key in state if key.startswith(classifier_prefixes))
         state = {
-            backbone_prefix + key: value
-            for key, value in state.items()
-            if not key.startswith(classifier_prefixes)
+            backbone_prefix + key: value for key, value in state.items() if not key.startswith(classifier_prefixes)
         }
 
     report = _compare(source_name, kind, state, model_state, ignored)
@@ -91,9 +89,7 @@ def load_weights(model: nn.Module, source: StateSource, strict: bool = True) -> 
         report.missing = [key for key in report.missing if key.startswith(backbone_prefix)]
 
     if strict and not report.complete:
-        raise ValueError(
-            f"checkpoint {source_name} does not fit the model ({kind} load): {report.problems()}"
-        )
+        raise ValueError(f"checkpoint {source_name} does not fit the model ({kind} load): {report.problems()}")
     loadable = {key: state[key] for key in report.loaded}
     model.load_state_dict(loadable, strict=False)
     if not report.complete:
@@ -113,14 +109,10 @@ def _compare(
         if key not in model_state:
             report.unexpected.append(key)
         elif value.shape != model_state[key].shape:
-            report.mismatched.append(
-                f"{key}: checkpoint {list(value.shape)} vs model {list(model_state[key].shape)}"
-            )
+            report.mismatched.append(f"{key}: checkpoint {list(value.shape)} vs model {list(model_state[key].shape)}")
         else:
             report.loaded.append(key)
-    report.missing = [
-        key for key in model_state if key not in state and not key.endswith(OPTIONAL_BUFFER_SUFFIX)
-    ]
+    report.missing = [key for key in model_state if key not in state and not key.endswith(OPTIONAL_BUFFER_SUFFIX)]
     return report
 
 
@@ -145,14 +137,12 @@ def _read_state_dict(source: StateSource) -> tuple[str, dict[str, Tensor]]:
 def _validated(loaded: object, source_name: str) -> dict[str, Tensor]:
     if not isinstance(loaded, Mapping):
         raise ValueError(
-            f"checkpoint {source_name} holds a {type(loaded).__name__}, "
-            "expected a plain state_dict (dict of tensors)"
+            f"checkpoint {source_name} holds a {type(loaded).__name__}, expected a plain state_dict (dict of tensors)"
         )
     not_tensors = [str(key) for key, value in loaded.items() if not isinstance(value, Tensor)]
     if not_tensors:
         raise ValueError(
-            f"checkpoint {source_name} is not a plain state_dict: "
-            f"entries {not_tensors[:5]} are not tensors"
+            f"checkpoint {source_name} is not a plain state_dict: entries {not_tensors[:5]} are not tensors"
         )
     return dict(loaded)
 
@@ -160,5 +150,5 @@ def _validated(loaded: object, source_name: str) -> dict[str, Tensor]:
 def _strip_ddp_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Removes the `module.` prefix that a DistributedDataParallel wrapper adds to every key."""
     if state and all(key.startswith(DDP_PREFIX) for key in state):
-        return {key[len(DDP_PREFIX):]: value for key, value in state.items()}
+        return {key[len(DDP_PREFIX) :]: value for key, value in state.items()}
     return state

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
@@ -17,13 +17,13 @@ class BackboneFeatures(NamedTuple):
     last:   [N, C4, h, w] final stage output (input of the main head), h = H / 8
     """
 
-    middle: Optional[Tensor]
+    middle: Tensor | None
     last: Tensor
 
 
 def scale_width(channels: int, width_multiplier: float) -> int:
     """`channels * width_multiplier` rounded, at least 1 (1.0 keeps the published widths)."""
-    return max(1, int(round(channels * width_multiplier)))
+    return max(1, round(channels * width_multiplier))
 
 
 def conv_bn_relu(

@@ -42,7 +42,7 @@ class InvertedResidual(nn.Module):
         norm_layer: NormLayer,
     ) -> None:
         super().__init__()
-        hidden = int(round(in_channels * expand_ratio))
+        hidden = round(in_channels * expand_ratio)
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers += [
@@ -52,8 +52,14 @@ class InvertedResidual(nn.Module):
             ]
         layers += [
             nn.Conv2d(
-                hidden, hidden, 3, stride=stride, padding=dilation, dilation=dilation,
-                groups=hidden, bias=False,
+                hidden,
+                hidden,
+                3,
+                stride=stride,
+                padding=dilation,
+                dilation=dilation,
+                groups=hidden,
+                bias=False,
             ),
             norm_layer(hidden),
             nn.ReLU6(inplace=True),
@@ -128,8 +134,6 @@ class DilatedMobileNetV2(nn.Module):
         return BackboneFeatures(middle=None, last=self.net(x))
 
 
-def mobilenetv2(
-    *, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d
-) -> DilatedMobileNetV2:
+def mobilenetv2(*, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d) -> DilatedMobileNetV2:
     """Dilated MobileNetV2: 320 output channels at output stride 8 (at width 1)."""
     return DilatedMobileNetV2(width_multiplier=width_multiplier, norm_layer=norm_layer)

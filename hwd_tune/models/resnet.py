@@ -23,9 +23,7 @@ LAYER_SETTINGS = ((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4))
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
-    )
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -126,9 +124,7 @@ class DilatedResNet(nn.Module):
         stages = []
         for (planes, stride, dilation), num_blocks in zip(LAYER_SETTINGS, blocks_per_layer):
             planes = scale_width(planes, width_multiplier)
-            stage, in_channels = _make_layer(
-                block, in_channels, planes, num_blocks, stride, dilation, norm_layer
-            )
+            stage, in_channels = _make_layer(block, in_channels, planes, num_blocks, stride, dilation, norm_layer)
             stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.middle_channels = scale_width(256, width_multiplier) * block.expansion
@@ -185,28 +181,16 @@ def _make_layer(
     return nn.Sequential(*blocks), out_channels
 
 
-def resnet18(
-    *, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d
-) -> DilatedResNet:
+def resnet18(*, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d) -> DilatedResNet:
     """Deep-stem dilated ResNet-18: 512 output channels (at width 1)."""
-    return DilatedResNet(
-        BasicBlock, (2, 2, 2, 2), width_multiplier=width_multiplier, norm_layer=norm_layer
-    )
+    return DilatedResNet(BasicBlock, (2, 2, 2, 2), width_multiplier=width_multiplier, norm_layer=norm_layer)
 
 
-def resnet50(
-    *, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d
-) -> DilatedResNet:
+def resnet50(*, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d) -> DilatedResNet:
     """Deep-stem dilated ResNet-50: 2048 output channels (at width 1)."""
-    return DilatedResNet(
-        Bottleneck, (3, 4, 6, 3), width_multiplier=width_multiplier, norm_layer=norm_layer
-    )
+    return DilatedResNet(Bottleneck, (3, 4, 6, 3), width_multiplier=width_multiplier, norm_layer=norm_layer)
 
 
-def resnet101(
-    *, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d
-) -> DilatedResNet:
+def resnet101(*, width_multiplier: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d) -> DilatedResNet:
     """Deep-stem dilated ResNet-101: 2048 output channels (at width 1)."""
-    return DilatedResNet(
-        Bottleneck, (3, 4, 23, 3), width_multiplier=width_multiplier, norm_layer=norm_layer
-    )
+    return DilatedResNet(Bottleneck, (3, 4, 23, 3), width_multiplier=width_multiplier, norm_layer=norm_layer)

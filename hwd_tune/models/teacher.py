@@ -13,9 +13,7 @@ def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(module, False)
 
 
-def freeze_teacher(
-    model: nn.Module, *, channels_last: bool = False, dtype: torch.dtype | None = None
-) -> nn.Module:
+def freeze_teacher(model: nn.Module, *, channels_last: bool = False, dtype: torch.dtype | None = None) -> nn.Module:
     """Eval mode for good (a later `model.train()` is a no-op), no gradients, optional channels_last/bf16.
 
     With `dtype` set, the caller feeds inputs of that dtype (e.g. `images.to(torch.bfloat16)`).

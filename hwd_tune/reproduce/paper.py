@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
-from collections.abc import Mapping
 
 from pydantic import Field, ValidationError
 
@@ -98,7 +98,8 @@ class PaperTable:
     def winner(self, dataset: str, student: str, methods: tuple[str, ...] | None = None) -> str | None:
         """The method with the highest published mIoU in a row (among `methods` if given); None if none."""
         published = {
-            method: value for method in (methods or self.methods)
+            method: value
+            for method in (methods or self.methods)
             if (value := self.miou(dataset, student, method)) is not None
         }
         return max(published, key=published.__getitem__) if published else None
@@ -132,18 +133,23 @@ def _table(name: str, table: _TableFile, source: str) -> PaperTable:
     """Checks that every key is one of this package's names, then freezes the table."""
     unknown_methods = sorted(set(table.methods) - set(METHOD_PARAMS))
     if unknown_methods:
-        raise ConfigError(f"{source}: tables.{name}.methods: unknown methods {unknown_methods}; "
-                          f"expected names from {sorted(METHOD_PARAMS)}")
+        raise ConfigError(
+            f"{source}: tables.{name}.methods: unknown methods {unknown_methods}; "
+            f"expected names from {sorted(METHOD_PARAMS)}"
+        )
     rows = []
     for dataset, students in table.results.items():
         if dataset not in _DATASETS:
-            raise ConfigError(f"{source}: tables.{name}.results: unknown dataset {dataset!r}; "
-                              f"expected one of {sorted(_DATASETS)}")
+            raise ConfigError(
+                f"{source}: tables.{name}.results: unknown dataset {dataset!r}; expected one of {sorted(_DATASETS)}"
+            )
         for student, values in students.items():
             extra = sorted(set(values) - set(table.methods))
             if extra:
-                raise ConfigError(f"{source}: tables.{name}.results.{dataset}.{student}: methods {extra} "
-                                  f"are not columns of the table {table.methods}")
+                raise ConfigError(
+                    f"{source}: tables.{name}.results.{dataset}.{student}: methods {extra} "
+                    f"are not columns of the table {table.methods}"
+                )
             rows.append(PaperRow(dataset, student, MappingProxyType(dict(values))))
     return PaperTable(
         name=name,

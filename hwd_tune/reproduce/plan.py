@@ -94,8 +94,9 @@ class Plan(StrictModel):
         """train.method is set per run from `methods:`; it is validated here as "none" (no teacher needed)."""
         if isinstance(train, Mapping):
             method = train.get("method")
-            if method is not None and (not isinstance(method, Mapping) or method.get("name") != "none"
-                                       or method.get("params")):
+            if method is not None and (
+                not isinstance(method, Mapping) or method.get("name") != "none" or method.get("params")
+            ):
                 raise ValueError("train.method is set per run from `methods:`; leave it out of `train`")
             return {**train, "method": {"name": "none"}}
         return train
@@ -109,7 +110,7 @@ class Plan(StrictModel):
         return methods
 
     @model_validator(mode="after")
-    def _check_and_build(self) -> "Plan":
+    def _check_and_build(self) -> Plan:
         problems, jobs = plan_problems(self)
         if problems:
             raise PlanProblems(problems)
@@ -123,11 +124,7 @@ class Plan(StrictModel):
 
     def cells(self) -> list[Cell]:
         """Every run, in the plan's order: datasets, then students, then methods, then seeds."""
-        return [
-            Cell(dataset, student, label, seed)
-            for dataset, student, label in self._jobs
-            for seed in self.seeds
-        ]
+        return [Cell(dataset, student, label, seed) for dataset, student, label in self._jobs for seed in self.seeds]
 
     def train_config(self, cell: Cell) -> TrainConfig:
         """The training job of `cell`: the recipe with its dataset, teacher, student, method and seed.
@@ -181,7 +178,12 @@ def _paper_problems(paper: str | None) -> Problems:
 
     tables = table_names()
     if paper not in tables:
-        return [("paper", f"no published table {paper!r} in hwd_tune.reproduce.paper; expected one of {sorted(tables)} or null")]
+        return [
+            (
+                "paper",
+                f"no published table {paper!r} in hwd_tune.reproduce.paper; expected one of {sorted(tables)} or null",
+            )
+        ]
     return []
 
 
@@ -282,8 +284,9 @@ def _methods(plan: Plan) -> tuple[list[tuple[str, MethodConfig]], Problems]:
         field = f"methods[{index}]"
         label = entry.shown_label
         if label in label_index:
-            message = (f"{label!r} is also the label of methods[{label_index[label]}]: give each entry "
-                       "a distinct `label`")
+            message = (
+                f"{label!r} is also the label of methods[{label_index[label]}]: give each entry a distinct `label`"
+            )
             problems.append((f"{field}.label", message))
             continue
         label_index[label] = index
@@ -300,8 +303,10 @@ def _methods(plan: Plan) -> tuple[list[tuple[str, MethodConfig]], Problems]:
         job = f"{entry.name} {resolved.model_dump_json()}"
         if job in job_index:
             other = job_index[job]
-            message = (f"same method and params as methods[{other}] ({plan.methods[other].shown_label!r}): "
-                       "both would be one training run; drop one or change its params")
+            message = (
+                f"same method and params as methods[{other}] ({plan.methods[other].shown_label!r}): "
+                "both would be one training run; drop one or change its params"
+            )
             problems.append((field, message))
             continue
         job_index[job] = index
@@ -346,9 +351,11 @@ def _teacher_problems(
         return []
     example = "'models:/teacher-ade20k-deeplabv3_resnet101@iter-80k' or a checkpoint file"
     return [
-        (f"datasets[{index}].teacher.source",
-         f"required: methods {distilling} distil from a teacher on {data.name!r}; give {example} "
-         "(here or in train.teacher.source)")
+        (
+            f"datasets[{index}].teacher.source",
+            f"required: methods {distilling} distil from a teacher on {data.name!r}; give {example} "
+            "(here or in train.teacher.source)",
+        )
         for index, (data, teacher) in enumerate(datasets)
         if not teacher.source
     ]
@@ -367,8 +374,14 @@ def _jobs(
     for data, teacher in datasets:
         for student in students:
             for label, method in methods:
-                raw = {**recipe, "data": data.model_dump(), "teacher": teacher.model_dump(),
-                       "student": student.model_dump(), "method": method.model_dump(), "seed": 0}
+                raw = {
+                    **recipe,
+                    "data": data.model_dump(),
+                    "teacher": teacher.model_dump(),
+                    "student": student.model_dump(),
+                    "method": method.model_dump(),
+                    "seed": 0,
+                }
                 try:
                     jobs[(data.name, student.arch, label)] = TrainConfig.model_validate(raw)
                 except ValidationError as error:
@@ -392,5 +405,6 @@ def check_resources(plan: Plan, available: Mapping[str, float]) -> int:
     gpus_per_worker GPUs; max_concurrent_runs caps the count. Raises ConfigError naming the fields
     when not even one run fits.
     """
-    return concurrent_jobs(plan.train, plan.resources.trial_cpus, plan.max_concurrent_runs, available,
-                           source=plan.source, job="run")
+    return concurrent_jobs(
+        plan.train, plan.resources.trial_cpus, plan.max_concurrent_runs, available, source=plan.source, job="run"
+    )

@@ -79,12 +79,16 @@ def collect_runs(
     for cell, candidates in finished.items():
         if len(candidates) > 1:
             older = ", ".join(run.run_id for run in candidates[:-1])
-            notes.append(f"{_cell_name(cell)}: {len(candidates)} finished runs; used the newest, "
-                         f"{candidates[-1].run_id} (left out: {older})")
+            notes.append(
+                f"{_cell_name(cell)}: {len(candidates)} finished runs; used the newest, "
+                f"{candidates[-1].run_id} (left out: {older})"
+            )
         result = _result(cell, candidates[-1], methods.get(cell[2]))
         if result is None:
-            notes.append(f"{_cell_name(cell)}: run {candidates[-1].run_id} finished without a finite "
-                         f"{COMPARED_METRIC}; counted as missing")
+            notes.append(
+                f"{_cell_name(cell)}: run {candidates[-1].run_id} finished without a finite "
+                f"{COMPARED_METRIC}; counted as missing"
+            )
         else:
             results[cell] = result
     missing = tuple(cell for cell in cells if cell not in results)
@@ -176,9 +180,13 @@ def _checked_cells(cells: Sequence[Cell]) -> tuple[Cell, ...]:
     """The cells as a tuple, each checked to be (dataset, student, label, int seed), without repeats."""
     checked: list[Cell] = []
     for cell in cells:
-        if (not isinstance(cell, (tuple, list)) or len(cell) != 4
-                or not all(isinstance(part, str) and part for part in cell[:3])
-                or isinstance(cell[3], bool) or not isinstance(cell[3], int)):
+        if (
+            not isinstance(cell, (tuple, list))
+            or len(cell) != 4
+            or not all(isinstance(part, str) and part for part in cell[:3])
+            or isinstance(cell[3], bool)
+            or not isinstance(cell[3], int)
+        ):
             raise ValueError(f"a plan cell must be (dataset, student, method label, int seed), got {cell!r}")
         checked.append(tuple(cell))  # type: ignore[arg-type]
     if not checked:
@@ -317,17 +325,23 @@ def build_tables(
         teacher = paper.teacher(dataset) if paper is not None else None
         missing_runs = sum(1 for cell in collected.missing if cell[0] == dataset)
         datasets.append(DatasetTable(dataset, labels, tuple(rows), teacher, missing_runs))
-    return ReportTables(plan_name, paper, tuple(datasets), tuple(cost), collected.missing,
-                        collected.notes, len(cells))
+    return ReportTables(plan_name, paper, tuple(datasets), tuple(cost), collected.missing, collected.notes, len(cells))
 
 
 def _cell_stats(
-    dataset: str, student: str, label: str, seeds: tuple[int, ...], collected: CollectedRuns,
+    dataset: str,
+    student: str,
+    label: str,
+    seeds: tuple[int, ...],
+    collected: CollectedRuns,
     paper: PaperTable | None,
 ) -> CellStats:
     """Ours over the seeds found (mean, sample std), the paper's number for the label's method, the difference."""
-    found = [collected.results[(dataset, student, label, seed)] for seed in seeds
-             if (dataset, student, label, seed) in collected.results]
+    found = [
+        collected.results[(dataset, student, label, seed)]
+        for seed in seeds
+        if (dataset, student, label, seed) in collected.results
+    ]
     values = tuple(result.miou for result in found)
     method = collected.label_methods.get(label)
     mean = statistics.mean(values) if values else None
@@ -363,6 +377,7 @@ def _student_row(student: str, stats: dict[str, CellStats]) -> StudentRow:
 
 def _cost_rows(dataset: str, student: str, stats: dict[str, CellStats], collected: CollectedRuns) -> list[CostRow]:
     """Mean cost per label over the runs found; time ÷ CWD against the label whose method is cwd."""
+
     def mean_of(results: list[RunResult], metric: str) -> float | None:
         values = [getattr(result, metric) for result in results if getattr(result, metric) is not None]
         return statistics.mean(values) if values else None
@@ -385,8 +400,7 @@ def _cost_rows(dataset: str, student: str, stats: dict[str, CellStats], collecte
             train_seconds=seconds[label],
             gpu_hours=mean_of(found, "gpu_hours"),
             images_per_s=mean_of(found, "images_per_s"),
-            time_vs_cwd=(seconds[label] / cwd_seconds
-                         if seconds[label] is not None and cwd_seconds else None),
+            time_vs_cwd=(seconds[label] / cwd_seconds if seconds[label] is not None and cwd_seconds else None),
         )
         for label, found in results.items()
     ]
@@ -427,11 +441,14 @@ def _document(tables: ReportTables) -> list:
     paper = tables.paper
     blocks: list = [
         _Heading(1, f"Reproduction report: {tables.plan_name}"),
-        _Paragraph(f"Runs: {tables.expected_runs} planned, {tables.found_runs} finished, "
-                   f"{len(tables.missing)} missing."),
-        _Paragraph(f"Ours: best validation mIoU (%) of each run ({COMPARED_METRIC}), mean ± sample std "
-                   f"over seeds (n = finished runs; std '{NOT_AVAILABLE}' for n = 1). "
-                   f"Cells without a finished run are shown as '{MISSING}'."),
+        _Paragraph(
+            f"Runs: {tables.expected_runs} planned, {tables.found_runs} finished, {len(tables.missing)} missing."
+        ),
+        _Paragraph(
+            f"Ours: best validation mIoU (%) of each run ({COMPARED_METRIC}), mean ± sample std "
+            f"over seeds (n = finished runs; std '{NOT_AVAILABLE}' for n = 1). "
+            f"Cells without a finished run are shown as '{MISSING}'."
+        ),
     ]
     if paper is not None:
         blocks.append(_Paragraph(f"Paper ({paper.name}): {paper.source.citation()}."))
@@ -457,49 +474,77 @@ def _dataset_blocks(table: DatasetTable, with_paper: bool) -> list:
 
     blocks += [
         _Heading(3, "Ours"),
-        _Table(("student", *labels, "best (ours)"),
-               tuple((row.student, *cells_of(row, _ours), row.winner or NOT_AVAILABLE) for row in table.rows),
-               align=f"l{'r' * len(labels)}l"),
+        _Table(
+            ("student", *labels, "best (ours)"),
+            tuple((row.student, *cells_of(row, _ours), row.winner or NOT_AVAILABLE) for row in table.rows),
+            align=f"l{'r' * len(labels)}l",
+        ),
     ]
     if with_paper:
         blocks += [
             _Heading(3, "Paper"),
-            _Table(("student", *labels, "best (paper)"),
-                   tuple((row.student, *cells_of(row, _paper), row.paper_winner or NOT_AVAILABLE)
-                         for row in table.rows),
-                   align=f"l{'r' * len(labels)}l"),
+            _Table(
+                ("student", *labels, "best (paper)"),
+                tuple((row.student, *cells_of(row, _paper), row.paper_winner or NOT_AVAILABLE) for row in table.rows),
+                align=f"l{'r' * len(labels)}l",
+            ),
             _Heading(3, "Ours - paper"),
-            _Table(("student", *labels),
-                   tuple((row.student, *cells_of(row, _difference)) for row in table.rows),
-                   align=f"l{'r' * len(labels)}"),
+            _Table(
+                ("student", *labels),
+                tuple((row.student, *cells_of(row, _difference)) for row in table.rows),
+                align=f"l{'r' * len(labels)}",
+            ),
         ]
     missing = [
         f"{row.student}/{label} seed {seed}"
-        for row in table.rows for label, cell in row.cells.items() for seed in cell.missing_seeds
+        for row in table.rows
+        for label, cell in row.cells.items()
+        for seed in cell.missing_seeds
     ]
-    blocks.append(_Paragraph(f"Missing runs on {table.dataset}: {table.missing_runs}"
-                             + (f" ({', '.join(missing)})." if missing else ".")))
+    blocks.append(
+        _Paragraph(
+            f"Missing runs on {table.dataset}: {table.missing_runs}" + (f" ({', '.join(missing)})." if missing else ".")
+        )
+    )
     return blocks
 
 
 def _cost_blocks(rows: tuple[CostRow, ...]) -> list:
     blocks: list = [
         _Heading(2, "Training cost"),
-        _Paragraph("Means over the finished runs: training wall time (train_seconds), GPU-hours, "
-                   "images/s (latest logged value); time ÷ CWD compares train_seconds on the same dataset "
-                   f"and student. '{NOT_AVAILABLE}': not logged."),
-        _Table(("dataset", "student", "method", "runs", "train time (s)", "GPU-hours", "images/s", "time ÷ CWD"),
-               tuple((row.dataset, row.student, row.label, str(row.runs),
-                      _number(row.train_seconds, ".1f"), _number(row.gpu_hours, ".4g"),
-                      _number(row.images_per_s, ".1f"), _ratio(row.time_vs_cwd)) for row in rows),
-               align="lllrrrrr"),
+        _Paragraph(
+            "Means over the finished runs: training wall time (train_seconds), GPU-hours, "
+            "images/s (latest logged value); time ÷ CWD compares train_seconds on the same dataset "
+            f"and student. '{NOT_AVAILABLE}': not logged."
+        ),
+        _Table(
+            ("dataset", "student", "method", "runs", "train time (s)", "GPU-hours", "images/s", "time ÷ CWD"),
+            tuple(
+                (
+                    row.dataset,
+                    row.student,
+                    row.label,
+                    str(row.runs),
+                    _number(row.train_seconds, ".1f"),
+                    _number(row.gpu_hours, ".4g"),
+                    _number(row.images_per_s, ".1f"),
+                    _ratio(row.time_vs_cwd),
+                )
+                for row in rows
+            ),
+            align="lllrrrrr",
+        ),
     ]
     hwd = [row for row in rows if row.method == "hwd" and row.time_vs_cwd is not None]
     if hwd:
-        blocks.append(_Bullets(tuple(
-            f"{row.label} takes {_ratio(row.time_vs_cwd)} CWD's training time on {row.dataset}/{row.student}"
-            for row in hwd
-        )))
+        blocks.append(
+            _Bullets(
+                tuple(
+                    f"{row.label} takes {_ratio(row.time_vs_cwd)} CWD's training time on {row.dataset}/{row.student}"
+                    for row in hwd
+                )
+            )
+        )
     return blocks
 
 
@@ -570,24 +615,30 @@ def render_html(tables: ReportTables, chart_png: bytes | None = None) -> str:
         elif isinstance(block, _Bullets):
             body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
         else:
-            header = "".join(f"<th{_html_align(side)}>{html.escape(text)}</th>"
-                             for text, side in zip(block.header, block.align))
+            header = "".join(
+                f"<th{_html_align(side)}>{html.escape(text)}</th>" for text, side in zip(block.header, block.align)
+            )
             rows = "".join(
-                "<tr>" + "".join(f"<td{_html_align(side)}>{html.escape(text)}</td>"
-                                 for text, side in zip(row, block.align)) + "</tr>"
+                "<tr>"
+                + "".join(f"<td{_html_align(side)}>{html.escape(text)}</td>" for text, side in zip(row, block.align))
+                + "</tr>"
                 for row in block.rows
             )
             body.append(f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
         if chart_png is not None and isinstance(block, _Heading) and block.level == 1:
             encoded = base64.b64encode(chart_png).decode("ascii")
             body.append(f'<img alt="ours vs paper" src="data:image/png;base64,{encoded}">')
-    style = ("body{font-family:sans-serif;margin:2em;max-width:90em}"
-             "table{border-collapse:collapse;margin:0.5em 0}"
-             "th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:right}"
-             ".l{text-align:left}img{max-width:100%}")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:90em}"
+        "table{border-collapse:collapse;margin:0.5em 0}"
+        "th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:right}"
+        ".l{text-align:left}img{max-width:100%}"
+    )
     title = html.escape(f"Reproduction report: {tables.plan_name}")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def _html_align(side: str) -> str:
@@ -605,8 +656,11 @@ def render_chart(tables: ReportTables, path: Path) -> None:
     labels = _ordered(label for table in tables.datasets for label in table.labels)
     colors = {label: f"C{index % 10}" for index, label in enumerate(labels)}  # one color per label everywhere
     widest = max(len(table.rows) * len(table.labels) for table in tables.datasets)
-    figure = Figure(figsize=(min(max(5.0, 0.35 * widest * bars_per_label), 24.0) + 2.5,
-                             3.2 * len(tables.datasets) + 0.6), dpi=100, layout="constrained")
+    figure = Figure(
+        figsize=(min(max(5.0, 0.35 * widest * bars_per_label), 24.0) + 2.5, 3.2 * len(tables.datasets) + 0.6),
+        dpi=100,
+        layout="constrained",
+    )
     FigureCanvasAgg(figure)
     for axes, table in zip(figure.subplots(len(tables.datasets), 1, squeeze=False)[:, 0], tables.datasets):
         width = 0.8 / (bars_per_label * len(table.labels))
@@ -621,15 +675,24 @@ def render_chart(tables: ReportTables, path: Path) -> None:
                 else:
                     axes.bar(center, cell.mean, width, yerr=cell.std or 0.0, capsize=2, color=colors[label])
                 if with_paper and cell.paper is not None:
-                    axes.bar(center + width, cell.paper, width, color=colors[label], alpha=0.35, hatch="//",
-                             edgecolor=colors[label])
+                    axes.bar(
+                        center + width,
+                        cell.paper,
+                        width,
+                        color=colors[label],
+                        alpha=0.35,
+                        hatch="//",
+                        edgecolor=colors[label],
+                    )
         axes.set_xticks(range(len(table.rows)), [row.student for row in table.rows])
         axes.set_ylabel("mIoU (%)")
         axes.set_title(table.dataset)
     handles = [Patch(color=colors[label], label=label) for label in labels]
     if with_paper:
-        handles += [Patch(facecolor="grey", label="ours (± std)"),
-                    Patch(facecolor="grey", alpha=0.35, hatch="//", edgecolor="grey", label="paper")]
+        handles += [
+            Patch(facecolor="grey", label="ours (± std)"),
+            Patch(facecolor="grey", alpha=0.35, hatch="//", edgecolor="grey", label="paper"),
+        ]
     figure.legend(handles=handles, loc="outside right center", fontsize=8)
     figure.suptitle(f"{tables.plan_name}: best val mIoU, mean over seeds")
     figure.savefig(path, format="png")
@@ -670,8 +733,11 @@ def write_plan_report(
     """
     cells = _checked_cells(cells)
     paper = load_table(paper_table) if paper_table is not None else None
-    runs = [run for run in tracking.find_runs(tracking_uri, experiment, {tracking.PLAN_TAG: plan_name})
-            if run.run_id != plan_run_id]
+    runs = [
+        run
+        for run in tracking.find_runs(tracking_uri, experiment, {tracking.PLAN_TAG: plan_name})
+        if run.run_id != plan_run_id
+    ]
     tables = build_tables(plan_name, cells, collect_runs(runs, cells, label_methods), paper)
 
     output_dir = Path(output_dir)
@@ -696,8 +762,11 @@ def _log_to_run(tracking_uri: str, run_id: str, files: Sequence[Path], tables: R
         for path in files:
             shutil.copy2(path, Path(scratch) / path.name)
         run_logger.log_artifact_dir(scratch, REPORT_ARTIFACT_PATH)
-    run_logger.log_metrics({
-        "report_expected_runs": tables.expected_runs,
-        "report_finished_runs": tables.found_runs,
-        "report_missing_runs": len(tables.missing),
-    }, step=0)
+    run_logger.log_metrics(
+        {
+            "report_expected_runs": tables.expected_runs,
+            "report_finished_runs": tables.found_runs,
+            "report_missing_runs": len(tables.missing),
+        },
+        step=0,
+    )

@@ -185,8 +185,9 @@ def run_cell(trial_config: dict[str, Any], jobs: CellJobs) -> None:
         except Exception as error:  # noqa: BLE001 - a cost not logged must not fail a trained run
             logger.warning("could not log the training cost of %s: %s", cell_key(cell), failure_reason(error))
     metrics = outcome["metrics"]
-    tune.report({"best_val_miou": float(metrics.get("best_val_miou", math.nan)),
-                 "iteration": int(metrics.get("iteration", 0))})
+    tune.report(
+        {"best_val_miou": float(metrics.get("best_val_miou", math.nan)), "iteration": int(metrics.get("iteration", 0))}
+    )
 
 
 def log_cost(config: TrainConfig, tracking_uri: str, seconds: float) -> None:
@@ -213,11 +214,14 @@ def build_tuner(plan: Plan, cells: list[Cell], jobs: CellJobs, max_concurrent: i
         tune_config=tune.TuneConfig(
             # Reused trial actors: each new one costs seconds of imports (torch, mlflow) for a driver
             # that only waits on its TorchTrainer.
-            num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True,
+            num_samples=1,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
             trial_dirname_creator=lambda trial: f"{trial.trial_id}-{_safe(trial.config['cell'])}",
         ),
         run_config=tune.RunConfig(
-            name=TUNE_FOLDER, storage_path=str(plan_dir(plan)),
+            name=TUNE_FOLDER,
+            storage_path=str(plan_dir(plan)),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
@@ -253,10 +257,16 @@ def reproduce(
         + (f", {max_concurrent} at once; each {resource_plan(plan.train).describe()}" if remaining else "")
     )
 
-    plan_run = tracking.RunLogger(tracking_uri, tracking.start_run(
-        tracking_uri=tracking_uri, experiment=experiment, run_key=plan_run_key(plan), run_name=plan.name,
-        tags={"hwd.job": PLAN_JOB, tracking.PLAN_TAG: plan.name},
-    ))
+    plan_run = tracking.RunLogger(
+        tracking_uri,
+        tracking.start_run(
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_key=plan_run_key(plan),
+            run_name=plan.name,
+            tags={"hwd.job": PLAN_JOB, tracking.PLAN_TAG: plan.name},
+        ),
+    )
     try:
         _log_plan(plan, plan_run)
         _retag_renamed(plan, finished, tracking_uri)
@@ -265,9 +275,13 @@ def reproduce(
             jobs = _cell_jobs(plan, remaining, plan_run.run_id, tracking_uri, loop_config_hook)
             errors = _trial_errors(build_tuner(plan, remaining, jobs, max_concurrent).fit(), jobs)
         summary = ReproduceSummary(
-            plan_name=plan.name, plan_run_id=plan_run.run_id, tracking_uri=tracking_uri,
-            outcomes=_outcomes(plan, set(finished), errors, tracking_uri), skipped=list(finished),
-            scheduled=remaining, plan_dir=plan_dir(plan),
+            plan_name=plan.name,
+            plan_run_id=plan_run.run_id,
+            tracking_uri=tracking_uri,
+            outcomes=_outcomes(plan, set(finished), errors, tracking_uri),
+            skipped=list(finished),
+            scheduled=remaining,
+            plan_dir=plan_dir(plan),
         )
         try:
             summary.report = write_report(plan, plan_run_id=plan_run.run_id)
@@ -318,8 +332,14 @@ def _cell_jobs(
         config.tracking.uri = tracking_uri
         config.output_dir = str(Path(config.output_dir).resolve())
         configs[cell_key(cell)] = config.model_dump(mode="json")
-    return CellJobs(cells={cell_key(cell): cell for cell in cells}, configs=configs, tags=tags,
-                    plan_run_id=plan_run_id, tracking_uri=tracking_uri, loop_config_hook=hook)
+    return CellJobs(
+        cells={cell_key(cell): cell for cell in cells},
+        configs=configs,
+        tags=tags,
+        plan_run_id=plan_run_id,
+        tracking_uri=tracking_uri,
+        loop_config_hook=hook,
+    )
 
 
 def _trial_errors(results: Any, jobs: CellJobs) -> dict[Cell, str]:
@@ -348,11 +368,17 @@ def _outcomes(plan: Plan, skipped: set[Cell], errors: Mapping[Cell, str], tracki
         reason = None
         if status == "failed":
             reason = errors.get(cell) or (run.tags.get(tracking.FAILURE_REASON_TAG) if run else None) or "not run"
-        outcomes.append(CellOutcome(
-            cell=cell, status=status, run_id=run.run_id if run else None,
-            best_val_miou=metrics.get("best_val_miou"), train_seconds=metrics.get("train_seconds"),
-            gpu_hours=metrics.get("gpu_hours"), reason=reason,
-        ))
+        outcomes.append(
+            CellOutcome(
+                cell=cell,
+                status=status,
+                run_id=run.run_id if run else None,
+                best_val_miou=metrics.get("best_val_miou"),
+                train_seconds=metrics.get("train_seconds"),
+                gpu_hours=metrics.get("gpu_hours"),
+                reason=reason,
+            )
+        )
     return outcomes
 
 
@@ -382,9 +408,14 @@ def write_report(plan: Plan, *, plan_run_id: str | None):
     """
     tracking_uri, experiment = plan_tracking(plan)
     return write_plan_report(
-        plan_name=plan.name, cells=[tuple(cell) for cell in plan.cells()], tracking_uri=tracking_uri,
-        experiment=experiment, output_dir=plan_dir(plan) / REPORT_FOLDER, paper_table=plan.paper,
-        plan_run_id=plan_run_id, label_methods=plan.method_names(),
+        plan_name=plan.name,
+        cells=[tuple(cell) for cell in plan.cells()],
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        output_dir=plan_dir(plan) / REPORT_FOLDER,
+        paper_table=plan.paper,
+        plan_run_id=plan_run_id,
+        label_methods=plan.method_names(),
     )
 
 
@@ -401,22 +432,40 @@ def report_from_mlflow(plan: Plan, *, console: Console | None = None):
 
 def print_summary(summary: ReproduceSummary, console: Console) -> None:
     """The cells' table (status, best val mIoU, train time), then the report."""
-    table = Table("dataset", "student", "method", "seed", "status", "best val_miou", "train s", "MLflow run",
-                  title=f"plan {summary.plan_name}")
+    table = Table(
+        "dataset",
+        "student",
+        "method",
+        "seed",
+        "status",
+        "best val_miou",
+        "train s",
+        "MLflow run",
+        title=f"plan {summary.plan_name}",
+    )
     for outcome in summary.outcomes:
         status = outcome.status + (f": {outcome.reason}" if outcome.reason else "")
-        table.add_row(*map(str, outcome.cell), status, _shown(outcome.best_val_miou, ".2f"),
-                      _shown(outcome.train_seconds, ".0f"), outcome.run_id or "-")
+        table.add_row(
+            *map(str, outcome.cell),
+            status,
+            _shown(outcome.best_val_miou, ".2f"),
+            _shown(outcome.train_seconds, ".0f"),
+            outcome.run_id or "-",
+        )
     console.print(table)
     if summary.report is not None:
         print_report(summary.report, console)
     else:
         console.print(f"[red]report not written[/red]: {summary.report_error}; retry with hwd-tune report")
     if summary.failed:
-        console.print(f"[red]{len(summary.failed)} run(s) failed[/red]; run the same command again to retry "
-                      "them (finished runs are skipped, interrupted ones resume from their checkpoints)")
-    console.print(f"MLflow plan run {summary.plan_run_id}; open the UI with: mlflow ui --backend-store-uri "
-                  f"{tracking.redact_uri(summary.tracking_uri)} --host 127.0.0.1 --port 5000")
+        console.print(
+            f"[red]{len(summary.failed)} run(s) failed[/red]; run the same command again to retry "
+            "them (finished runs are skipped, interrupted ones resume from their checkpoints)"
+        )
+    console.print(
+        f"MLflow plan run {summary.plan_run_id}; open the UI with: mlflow ui --backend-store-uri "
+        f"{tracking.redact_uri(summary.tracking_uri)} --host 127.0.0.1 --port 5000"
+    )
 
 
 def print_report(written: Any, console: Console) -> None:

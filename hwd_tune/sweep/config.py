@@ -44,7 +44,7 @@ class ParameterRange(StrictModel):
     values: list[ParameterValue] | None = None
 
     @model_validator(mode="after")
-    def _check_shape(self) -> "ParameterRange":
+    def _check_shape(self) -> ParameterRange:
         if self.type == "choice":
             if self.low is not None or self.high is not None:
                 raise ValueError("a choice takes `values`, not low/high")
@@ -77,8 +77,7 @@ class ParameterRange(StrictModel):
         if self.type == "choice":
             # True == 1 in Python, so a bool only matches a bool
             return any(
-                value == allowed and isinstance(value, bool) == isinstance(allowed, bool)
-                for allowed in self.values
+                value == allowed and isinstance(value, bool) == isinstance(allowed, bool) for allowed in self.values
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
@@ -158,7 +157,7 @@ class SweepConfig(StrictModel):
     _source: str = PrivateAttr("sweep config")  # the file it came from, for error messages
 
     @model_validator(mode="after")
-    def _check_and_resolve(self) -> "SweepConfig":
+    def _check_and_resolve(self) -> SweepConfig:
         problems = sweep_problems(self)
         if problems:
             raise SweepProblems(problems)
@@ -297,8 +296,10 @@ def _grid_problems(search: SearchConfig) -> Problems:
     if search.sampler != "grid":
         return []
     problems = [
-        (f"search.space.{name}.type",
-         f"a grid sweep (search.sampler: grid) needs type 'choice' with the values to try, got {parameter.type!r}")
+        (
+            f"search.space.{name}.type",
+            f"a grid sweep (search.sampler: grid) needs type 'choice' with the values to try, got {parameter.type!r}",
+        )
         for name, parameter in search.space.items()
         if parameter.type != "choice"
     ]
@@ -358,8 +359,14 @@ def check_resources(sweep: SweepConfig, available: Mapping[str, float]) -> int:
     One trial reserves num_workers * cpus_per_worker + trial_cpus CPUs and num_workers *
     gpus_per_worker GPUs. Raises ConfigError naming the fields when not even one trial fits.
     """
-    return concurrent_jobs(sweep.train, sweep.resources.trial_cpus, sweep.search.max_concurrent_trials,
-                           available, source=sweep.source, job="trial")
+    return concurrent_jobs(
+        sweep.train,
+        sweep.resources.trial_cpus,
+        sweep.search.max_concurrent_trials,
+        available,
+        source=sweep.source,
+        job="trial",
+    )
 
 
 def concurrent_jobs(
@@ -392,9 +399,7 @@ def concurrent_jobs(
     return int(fits)
 
 
-def trial_train_config(
-    sweep: SweepConfig, params: Mapping[str, Any], max_iters: int | None = None
-) -> TrainConfig:
+def trial_train_config(sweep: SweepConfig, params: Mapping[str, Any], max_iters: int | None = None) -> TrainConfig:
     """The training job of one trial: train.method.params with the sampled `params` on top.
 
     `max_iters` replaces train.schedule.max_iters (the final stage's full-length retraining).
@@ -415,9 +420,7 @@ def baseline_train_config(sweep: SweepConfig, method: str) -> TrainConfig:
     return _train_config(sweep, method, {}, None)
 
 
-def _train_config(
-    sweep: SweepConfig, method: str, params: dict[str, Any], max_iters: int | None
-) -> TrainConfig:
+def _train_config(sweep: SweepConfig, method: str, params: dict[str, Any], max_iters: int | None) -> TrainConfig:
     """sweep.train with another method and params (and optionally length), validated again."""
     raw = sweep.train.model_dump()
     raw["method"] = {"name": method, "params": params}

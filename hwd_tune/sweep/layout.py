@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from hwd_tune.sweep.config import SweepConfig
+
 TUNE_FOLDER = "tune"  # Tune's experiment state: what --resume restores
 TRIALS_FOLDER = "trials"  # each trial's Ray Train run (checkpoints), named by trial id
 REPORT_FOLDER = "report"  # plots and tables, also logged on the parent run

@@ -56,8 +56,10 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
         console.print(f"reusing the registered teacher {sweep.train.teacher.source}")
     else:
         outcome = run_training(teacher, progress=console)
-        console.print(f"teacher: best val mIoU {outcome['metrics'].get('best_val_miou', float('nan')):.2f}, "
-                      f"registered as {sweep.train.teacher.source}")
+        console.print(
+            f"teacher: best val mIoU {outcome['metrics'].get('best_val_miou', float('nan')):.2f}, "
+            f"registered as {sweep.train.teacher.source}"
+        )
 
     console.rule("[bold]2/3 HWD sweep over tau, mu, beta (+ student-only and CWD baselines)")
     resume = (sweep_dir(sweep) / TUNE_FOLDER / sweep.name).exists()

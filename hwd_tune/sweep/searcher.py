@@ -19,15 +19,15 @@ def optuna_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage:
     """The Optuna storage of search.storage (sqlite folders are created; relative paths made absolute)."""
     url = absolute_storage_url(sweep.search.storage)
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(url)
 
 
 def absolute_storage_url(url: str) -> str:
     """`sqlite:///relative/x.db` as `sqlite:////abs/relative/x.db` (the trials and a resume agree)."""
     prefix = "sqlite:///"
-    if url.startswith(prefix) and not url[len(prefix):].startswith("/"):
-        return prefix + str(Path(url[len(prefix):]).resolve())
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        return prefix + str(Path(url[len(prefix) :]).resolve())
     return url
 
 
@@ -48,8 +48,11 @@ def build_scheduler(sweep: SweepConfig):
     if scheduler.type == "none":
         return FIFOScheduler()
     return ASHAScheduler(
-        time_attr="iteration", max_t=scheduler.max_t, grace_period=scheduler.grace_period,
-        reduction_factor=scheduler.reduction_factor, brackets=1,
+        time_attr="iteration",
+        max_t=scheduler.max_t,
+        grace_period=scheduler.grace_period,
+        reduction_factor=scheduler.reduction_factor,
+        brackets=1,
     )
 
 
@@ -111,7 +114,9 @@ def build_searcher(sweep: SweepConfig) -> OptunaSearch:
         with warnings.catch_warnings():  # multivariate and constant_liar are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(
-                seed=search.seed, n_startup_trials=startup_trials(search), multivariate=search.multivariate,
+                seed=search.seed,
+                n_startup_trials=startup_trials(search),
+                multivariate=search.multivariate,
                 constant_liar=True,  # trials running side by side are not all drawn at the same spot
             )
         first_points = [dict(point) for point in search.points_to_evaluate] or None

@@ -33,7 +33,13 @@ from hwd_tune.sweep.layout import (
     sweep_key,
     trial_run_key,
 )
-from hwd_tune.sweep.searcher import build_scheduler, build_searcher, close_orphaned_optuna_trials, optuna_storage, tune_domain
+from hwd_tune.sweep.searcher import (
+    build_scheduler,
+    build_searcher,
+    close_orphaned_optuna_trials,
+    optuna_storage,
+    tune_domain,
+)
 from hwd_tune.sweep.summary import (
     JobResult,
     SweepSummary,
@@ -48,6 +54,7 @@ from hwd_tune.sweep.summary import (
     write_report,
 )
 from trainables.launch import build_trainer, preflight, resource_plan, run_training
+
 LoopConfigHook = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
@@ -73,17 +80,28 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     sweep = SweepConfig.model_validate(setup.sweep)
     config = trial_train_config(sweep, params)
     trial_id = tune.get_context().get_trial_id()
-    logger = tracking.RunLogger(setup.tracking_uri, tracking.start_run(
-        tracking_uri=setup.tracking_uri, experiment=config.tracking.experiment,
-        run_key=trial_run_key(setup.parent_key, trial_id), run_name=f"{sweep.name}-{trial_id}",
-        tags={SWEEP_TAG: sweep.name, TRIAL_ID_TAG: trial_id, "hwd.job": "trial", "hwd.method": config.method.name},
-        parent_run_id=setup.parent_run_id,
-    ))
+    logger = tracking.RunLogger(
+        setup.tracking_uri,
+        tracking.start_run(
+            tracking_uri=setup.tracking_uri,
+            experiment=config.tracking.experiment,
+            run_key=trial_run_key(setup.parent_key, trial_id),
+            run_name=f"{sweep.name}-{trial_id}",
+            tags={SWEEP_TAG: sweep.name, TRIAL_ID_TAG: trial_id, "hwd.job": "trial", "hwd.method": config.method.name},
+            parent_run_id=setup.parent_run_id,
+        ),
+    )
     logger.log_params(tracking.flatten_params(config))
     logger.log_system_facts()
     extra = dict(setup.loop_config_hook(params)) if setup.loop_config_hook else None
-    trainer = trial_trainer(config, tracking_uri=setup.tracking_uri, mlflow_run_id=logger.run_id,
-                            name=f"trial-{trial_id}", storage_path=setup.trials_storage, extra_loop_config=extra)
+    trainer = trial_trainer(
+        config,
+        tracking_uri=setup.tracking_uri,
+        mlflow_run_id=logger.run_id,
+        name=f"trial-{trial_id}",
+        storage_path=setup.trials_storage,
+        extra_loop_config=extra,
+    )
     # The run is ended by the driver (ChildRunFinisher), the one place that knows how Tune ended
     # the trial: a stop at max_t or by ASHA ends this actor mid-call, racing any status set here.
     trainer.fit()
@@ -95,8 +113,11 @@ def trial_trainer(config: TrainConfig, *, name: str, storage_path: str, **build_
     callbacks = [TuneReportCallback()]
     run_config = dataclasses.replace(base.run_config, name=name, callbacks=callbacks)
     return type(base)(
-        base.train_loop_per_worker, train_loop_config=base.train_loop_config, torch_config=base.backend_config,
-        scaling_config=base.scaling_config, run_config=run_config,
+        base.train_loop_per_worker,
+        train_loop_config=base.train_loop_config,
+        torch_config=base.backend_config,
+        scaling_config=base.scaling_config,
+        run_config=run_config,
     )
 
 
@@ -131,8 +152,9 @@ class ChildRunFinisher(tune.Callback):
         sweep = SweepConfig.model_validate(self.sweep)
         iterations = int((trial.last_result or {}).get("iteration", 0))
         status = status_of(iterations, sweep, failed)
-        run_id = tracking.find_run_id(self.tracking_uri, sweep.train.tracking.experiment,
-                             trial_run_key(self.parent_key, trial.trial_id))
+        run_id = tracking.find_run_id(
+            self.tracking_uri, sweep.train.tracking.experiment, trial_run_key(self.parent_key, trial.trial_id)
+        )
         if run_id is None:
             return  # the trial died before it could create its run
         reason = failure_reason(trial_error(trial)) if failed else None
@@ -141,23 +163,26 @@ class ChildRunFinisher(tune.Callback):
 
 def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resume: bool) -> tune.Tuner:
     """A new Tuner, or the killed sweep's one restored (finished trials kept, unfinished resumed)."""
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup), {"CPU": sweep.resources.trial_cpus}
-    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": sweep.resources.trial_cpus})
     experiment_path = str(sweep_dir(sweep) / TUNE_FOLDER / sweep.name)
     if resume and tune.Tuner.can_restore(experiment_path):
-        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+        return tune.Tuner.restore(
+            experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
     return tune.Tuner(
         trainable,
         param_space={name: tune_domain(parameter) for name, parameter in sweep.search.space.items()},
         tune_config=tune.TuneConfig(
-            metric=sweep.search.metric, mode=sweep.search.mode, search_alg=build_searcher(sweep),
-            scheduler=build_scheduler(sweep), num_samples=sweep.search.num_samples,
+            metric=sweep.search.metric,
+            mode=sweep.search.mode,
+            search_alg=build_searcher(sweep),
+            scheduler=build_scheduler(sweep),
+            num_samples=sweep.search.num_samples,
             max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(
-            name=sweep.name, storage_path=str(sweep_dir(sweep) / TUNE_FOLDER),
+            name=sweep.name,
+            storage_path=str(sweep_dir(sweep) / TUNE_FOLDER),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             callbacks=[ChildRunFinisher(setup.sweep, setup.tracking_uri, setup.parent_key)],
         ),
@@ -202,23 +227,35 @@ def run(
     _check_fresh_start(sweep, resume)
 
     parent_key = sweep_key(sweep)
-    parent = tracking.RunLogger(tracking_uri, tracking.start_run(
-        tracking_uri=tracking_uri, experiment=sweep.train.tracking.experiment, run_key=parent_key,
-        run_name=sweep.name, tags={SWEEP_TAG: sweep.name, "hwd.job": "sweep", "hwd.method": sweep.train.method.name},
-    ))
+    parent = tracking.RunLogger(
+        tracking_uri,
+        tracking.start_run(
+            tracking_uri=tracking_uri,
+            experiment=sweep.train.tracking.experiment,
+            run_key=parent_key,
+            run_name=sweep.name,
+            tags={SWEEP_TAG: sweep.name, "hwd.job": "sweep", "hwd.method": sweep.train.method.name},
+        ),
+    )
     parent.log_params(tracking.flatten_params(sweep.model_dump(mode="json")))
     parent.log_system_facts()
     setup = TrialSetup(
-        sweep=sweep.model_dump(mode="json"), tracking_uri=tracking_uri, parent_run_id=parent.run_id,
-        parent_key=parent_key, trials_storage=str(sweep_dir(sweep) / TRIALS_FOLDER), loop_config_hook=loop_config_hook,
+        sweep=sweep.model_dump(mode="json"),
+        tracking_uri=tracking_uri,
+        parent_run_id=parent.run_id,
+        parent_key=parent_key,
+        trials_storage=str(sweep_dir(sweep) / TRIALS_FOLDER),
+        loop_config_hook=loop_config_hook,
     )
     try:
         results = build_tuner(sweep, setup, max_concurrent, resume).fit()
         trials = trial_rows(sweep, results.experiment_path, tracking_uri, parent_key)
         summary = summarise(sweep, trials, parent.run_id, tracking_uri, results.experiment_path)
         summary.notes += close_orphaned_optuna_trials(sweep)
-        summary.baselines = [_run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
-                             for method in sweep.search.baselines]
+        summary.baselines = [
+            _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
+            for method in sweep.search.baselines
+        ]
         summary.final = _final_stage(sweep, trials, parent.run_id)
         write_report(sweep, summary, parent)
     except BaseException as error:
@@ -255,10 +292,15 @@ def _final_stage(sweep: SweepConfig, trials: list[TrialRow], parent_run_id: str)
     if not top_k:
         return []
     sign = 1.0 if sweep.search.mode == "max" else -1.0
-    ranked = sorted((row for row in trials if row.score is not None and row.status != "failed"),
-                    key=lambda row: -sign * row.score)
+    ranked = sorted(
+        (row for row in trials if row.score is not None and row.status != "failed"), key=lambda row: -sign * row.score
+    )
     return [
-        _run_job(f"final-{rank}", row.params, trial_train_config(sweep, row.params, sweep.search.final.max_iters),
-                 parent_run_id)
+        _run_job(
+            f"final-{rank}",
+            row.params,
+            trial_train_config(sweep, row.params, sweep.search.final.max_iters),
+            parent_run_id,
+        )
         for rank, row in enumerate(ranked[:top_k], start=1)
     ]

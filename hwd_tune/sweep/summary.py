@@ -22,6 +22,7 @@ from hwd_tune import tracking
 from hwd_tune.sweep.config import SweepConfig, trial_train_config
 from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
+
 TrialStatus = Literal["completed", "stopped early", "failed", "unfinished"]
 
 
@@ -108,19 +109,24 @@ def trial_rows(sweep: SweepConfig, experiment_path: str, tracking_uri: str, pare
         last = trial.last_result or {}
         failed = trial.status == "ERROR"
         status: TrialStatus = (
-            status_of(int(last.get("iteration", 0)), sweep, failed) if trial.status in ("TERMINATED", "ERROR")
+            status_of(int(last.get("iteration", 0)), sweep, failed)
+            if trial.status in ("TERMINATED", "ERROR")
             else "unfinished"
         )
-        rows.append(TrialRow(
-            trial_id=trial.trial_id,
-            params={name: _plain(trial.config.get(name)) for name in sweep.search.space},
-            val_miou=_column_best(history, "val_miou", "max"),
-            score=_column_best(history, sweep.search.metric, sweep.search.mode),
-            iterations=int(last.get("iteration", 0)),
-            status=status,
-            reason=failure_reason(trial_error(trial)) if failed else None,
-            run_id=tracking.find_run_id(tracking_uri, sweep.train.tracking.experiment, trial_run_key(parent_key, trial.trial_id)),
-        ))
+        rows.append(
+            TrialRow(
+                trial_id=trial.trial_id,
+                params={name: _plain(trial.config.get(name)) for name in sweep.search.space},
+                val_miou=_column_best(history, "val_miou", "max"),
+                score=_column_best(history, sweep.search.metric, sweep.search.mode),
+                iterations=int(last.get("iteration", 0)),
+                status=status,
+                reason=failure_reason(trial_error(trial)) if failed else None,
+                run_id=tracking.find_run_id(
+                    tracking_uri, sweep.train.tracking.experiment, trial_run_key(parent_key, trial.trial_id)
+                ),
+            )
+        )
         row = rows[-1]
         if row.reason and row.run_id:  # Tune writes the error after its on_trial_error callbacks
             tracking.RunLogger(tracking_uri, row.run_id).set_tags({"hwd.failure_reason": row.reason})
@@ -154,11 +160,19 @@ def summarise(
     sign = 1.0 if sweep.search.mode == "max" else -1.0
     best = max(scored, key=lambda row: sign * row.score) if scored else None
     return SweepSummary(
-        name=sweep.name, metric=sweep.search.metric,
-        best_params=dict(best.params) if best else {}, best_val_miou=best.val_miou if best else None,
-        best_score=best.score if best else None, trials=trials, baselines=[], final=[],
-        parent_run_id=parent_run_id, tracking_uri=tracking_uri, best_config_path=None,
-        optuna_storage=absolute_storage_url(sweep.search.storage), experiment_path=experiment_path,
+        name=sweep.name,
+        metric=sweep.search.metric,
+        best_params=dict(best.params) if best else {},
+        best_val_miou=best.val_miou if best else None,
+        best_score=best.score if best else None,
+        trials=trials,
+        baselines=[],
+        final=[],
+        parent_run_id=parent_run_id,
+        tracking_uri=tracking_uri,
+        best_config_path=None,
+        optuna_storage=absolute_storage_url(sweep.search.storage),
+        experiment_path=experiment_path,
         report_dir=sweep_dir(sweep) / REPORT_FOLDER,
     )
 
@@ -170,10 +184,14 @@ def write_best_config(sweep: SweepConfig, summary: SweepSummary) -> Path | None:
     config = trial_train_config(sweep, summary.best_params)
     path = sweep_dir(sweep) / BEST_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    shown = ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
-                      for name, value in summary.best_params.items())
-    header = (f"# Best configuration of sweep {sweep.name!r}: {shown}; {sweep.search.metric} "
-              f"{summary.best_score:.2f}\n# Train it with: hwd-tune distill {path}\n")
+    shown = ", ".join(
+        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in summary.best_params.items()
+    )
+    header = (
+        f"# Best configuration of sweep {sweep.name!r}: {shown}; {sweep.search.metric} "
+        f"{summary.best_score:.2f}\n# Train it with: hwd-tune distill {path}\n"
+    )
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return path
 
@@ -191,14 +209,16 @@ def write_optuna_plots(sweep: SweepConfig, folder: Path) -> list[str]:
 
     study = optuna.load_study(study_name=sweep.name, storage=optuna_storage(sweep))
     completed = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
-    plots: dict[str, Callable[[], Any]] = {"optimization_history": lambda: optuna_plots.plot_optimization_history(study)}
+    plots: dict[str, Callable[[], Any]] = {
+        "optimization_history": lambda: optuna_plots.plot_optimization_history(study)
+    }
     notes = []
     if len(completed) >= 2:
         plots["param_importances"] = lambda: optuna_plots.plot_param_importances(study)
         for first, second in (("tau", "beta"), ("mu", "beta")):
             if first in sweep.search.space and second in sweep.search.space:
-                plots[f"contour_{first}_{second}"] = (
-                    lambda pair=(first, second): optuna_plots.plot_contour(study, params=list(pair))
+                plots[f"contour_{first}_{second}"] = lambda pair=(first, second): optuna_plots.plot_contour(
+                    study, params=list(pair)
                 )
     else:
         notes.append(f"parameter importances and contours need >= 2 completed trials, the study has {len(completed)}")
@@ -228,7 +248,9 @@ def write_report(sweep: SweepConfig, summary: SweepSummary, parent: tracking.Run
         (folder / BEST_CONFIG_FILE).write_text(summary.best_config_path.read_text())
     parent.log_artifact_dir(folder, "sweep")
     metrics = {f"best_{summary.metric}": summary.best_score} if summary.best_score is not None else {}
-    metrics.update({f"baseline_{job.label}_val_miou": job.val_miou for job in summary.baselines if job.val_miou is not None})
+    metrics.update(
+        {f"baseline_{job.label}_val_miou": job.val_miou for job in summary.baselines if job.val_miou is not None}
+    )
     metrics["trials_completed"] = sum(row.status == "completed" for row in summary.trials)
     metrics["trials_stopped_early"] = sum(row.status == "stopped early" for row in summary.trials)
     metrics["trials_failed"] = sum(row.status == "failed" for row in summary.trials)
@@ -246,19 +268,29 @@ def _summary_record(summary: SweepSummary) -> dict[str, Any]:
 
 def print_summary(summary: SweepSummary, console: Console) -> None:
     """The trial table, the best params against the baselines, and where to look next."""
-    table = Table("trial", *summary.best_params.keys() or ("params",), "val_miou", "iterations", "status",
-                  title=f"sweep {summary.name}")
+    table = Table(
+        "trial",
+        *summary.best_params.keys() or ("params",),
+        "val_miou",
+        "iterations",
+        "status",
+        title=f"sweep {summary.name}",
+    )
     for row in summary.trials:
-        values = [f"{row.params[name]:.4g}" if isinstance(row.params.get(name), float) else str(row.params.get(name))
-                  for name in (summary.best_params or {"params": None})]
+        values = [
+            f"{row.params[name]:.4g}" if isinstance(row.params.get(name), float) else str(row.params.get(name))
+            for name in (summary.best_params or {"params": None})
+        ]
         status = row.status + (f": {row.reason}" if row.reason else "")
         table.add_row(row.trial_id, *values, _shown(row.val_miou), str(row.iterations), status)
     console.print(table)
     if not summary.best_params:
         console.print("[red]no trial reported a result[/red]")
     else:
-        shown = ", ".join(f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}"
-                          for name, value in summary.best_params.items())
+        shown = ", ".join(
+            f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}"
+            for name, value in summary.best_params.items()
+        )
         console.print(f"[bold green]best[/bold green]: {shown}: val_miou {_shown(summary.best_val_miou)}")
     for job in summary.baselines + summary.final:
         outcome = f"val_miou {_shown(job.val_miou)}" if job.error is None else f"[red]failed[/red]: {job.error}"
@@ -268,8 +300,10 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
     for note in summary.notes:
         console.print(f"[yellow]note[/yellow]: {note}")
     console.print(f"MLflow parent run {summary.parent_run_id}; open the UI with: {summary.mlflow_ui_command()}")
-    console.print(f"Optuna study {summary.name!r} in {tracking.redact_uri(summary.optuna_storage)} "
-                  f"(optuna-dashboard {tracking.redact_uri(summary.optuna_storage)})")
+    console.print(
+        f"Optuna study {summary.name!r} in {tracking.redact_uri(summary.optuna_storage)} "
+        f"(optuna-dashboard {tracking.redact_uri(summary.optuna_storage)})"
+    )
 
 
 def _shown(value: float | None) -> str:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from hwd_tune.config import METHOD_PARAMS
 from hwd_tune.tracking.store import redacted_if_uri, truncated
+
 PARAM_ALIASES = ("tau", "mu", "beta", "method", "dataset", "student", "teacher", "max_iters")
 
 
@@ -46,9 +47,7 @@ def flatten_params(config: Mapping[str, Any] | BaseModel) -> dict[str, str]:
     aliases["method"] = method_name
     aliases["dataset"] = nested("data", "name")
     aliases["student"] = nested("student", "arch")
-    aliases["teacher"] = "none" if method_name == "none" else (
-        nested("teacher", "source") or nested("teacher", "arch")
-    )
+    aliases["teacher"] = "none" if method_name == "none" else (nested("teacher", "source") or nested("teacher", "arch"))
     aliases["max_iters"] = nested("schedule", "max_iters")
     for name, value in aliases.items():
         if value is not None:

@@ -51,9 +51,7 @@ def plot_class_iou(path: Path, values: np.ndarray, class_names: Sequence[str], s
     figure.savefig(path)
 
 
-def plot_channel_weights(
-    path: Path, iterations: list[int], table: np.ndarray, class_names: Sequence[str]
-) -> None:
+def plot_channel_weights(path: Path, iterations: list[int], table: np.ndarray, class_names: Sequence[str]) -> None:
     from matplotlib.figure import Figure
 
     steps, classes = table.shape

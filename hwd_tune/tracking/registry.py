@@ -77,8 +77,7 @@ def register_teacher(
     weights = checkpoint_dir / CHECKPOINT_FILE
     if not weights.is_file():
         raise FileNotFoundError(
-            f"teacher checkpoint {checkpoint_dir} has no {CHECKPOINT_FILE}; "
-            f"it holds {listing(checkpoint_dir)}"
+            f"teacher checkpoint {checkpoint_dir} has no {CHECKPOINT_FILE}; it holds {listing(checkpoint_dir)}"
         )
     meta = _read_meta(checkpoint_dir / "meta.json")
     client = mlflow_client(tracking_uri)
@@ -114,9 +113,7 @@ def register_teacher(
 
 def _check_alias(alias: str) -> None:
     if not isinstance(alias, str) or not _ALIAS_PATTERN.match(alias) or len(alias) > 255:
-        raise ValueError(
-            f"alias {alias!r} is not a valid MLflow alias: use letters, digits, '_' and '-' (at most 255)"
-        )
+        raise ValueError(f"alias {alias!r} is not a valid MLflow alias: use letters, digits, '_' and '-' (at most 255)")
     if _RESERVED_ALIAS_PATTERN.match(alias):
         raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<number>')")
 
@@ -173,7 +170,7 @@ def registered_version(tracking_uri: str, source: str) -> tuple[str, str]:
 
 
 def _registered_version(source: str, client: MlflowClient, tracking_uri: str) -> tuple[str, str]:
-    body = source[len("models:/"):].strip("/")
+    body = source[len("models:/") :].strip("/")
     if "@" in body:
         name, _, alias = body.rpartition("@")
         version_number = None
@@ -182,16 +179,13 @@ def _registered_version(source: str, client: MlflowClient, tracking_uri: str) ->
         alias = None
         if not name or not version_text.isdigit():
             raise ValueError(
-                f"teacher source {source!r}: expected models:/<name>@<alias> "
-                "or models:/<name>/<version number>"
+                f"teacher source {source!r}: expected models:/<name>@<alias> or models:/<name>/<version number>"
             )
         version_number = str(int(version_text))
     if "'" in name:
         raise ValueError(f"teacher source {source!r}: a model name cannot contain quotes")
     model = _registered_model(client, name, source, tracking_uri)
-    versions = sorted(
-        int(version.version) for version in client.search_model_versions(f"name = '{name}'")
-    )
+    versions = sorted(int(version.version) for version in client.search_model_versions(f"name = '{name}'"))
     aliases = {key: int(value) for key, value in sorted(model.aliases.items())}  # REST gives str versions
     if alias is not None:
         if alias not in aliases:

@@ -77,15 +77,16 @@ class RunLogger:
             listing = "; ".join(f"{key}: logged {old!r}, now {new!r}" for key, (old, new) in changed.items())
             raise ValueError(f"params of run {self.run_id} differ from the logged values: {listing}")
         for start in range(0, len(new_params), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=new_params[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+            self.client.log_batch(self.run_id, params=new_params[start : start + MAX_PARAMS_TAGS_PER_BATCH])
         if changed:
             logger.warning(
                 "run %s: params changed since first logged (kept the first, new values as tags): %s",
-                self.run_id, sorted(changed),
+                self.run_id,
+                sorted(changed),
             )
-            set_tags(self.client, self.run_id, {
-                CHANGED_PARAM_TAG_PREFIX + key: new for key, (_, new) in changed.items()
-            })
+            set_tags(
+                self.client, self.run_id, {CHANGED_PARAM_TAG_PREFIX + key: new for key, (_, new) in changed.items()}
+            )
         return changed
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -100,7 +101,7 @@ class RunLogger:
                 raise ValueError(f"metric {key!r} must be a number, got {value!r}") from None
             entries.append(Metric(key, number, timestamp, step))
         for start in range(0, len(entries), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=entries[start:start + MAX_METRICS_PER_BATCH])
+            self.client.log_batch(self.run_id, metrics=entries[start : start + MAX_METRICS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Sets (or overwrites) run tags; values are stringified, URIs redacted."""
@@ -133,8 +134,7 @@ class RunLogger:
         values = _as_float_array(iou, "iou")
         if values.ndim != 1 or len(values) != len(class_names):
             raise ValueError(
-                f"iou must hold one value per class ({len(class_names)} class_names), "
-                f"got shape {tuple(values.shape)}"
+                f"iou must hold one value per class ({len(class_names)} class_names), got shape {tuple(values.shape)}"
             )
         folder = f"{artifact_path.rstrip('/')}/step_{step:07d}"
         with tempfile.TemporaryDirectory(prefix="hwd-iou-") as scratch:
@@ -176,9 +176,7 @@ class RunLogger:
             self.client.log_artifacts(self.run_id, scratch, artifact_path)
         return artifact_path
 
-    def finish(
-        self, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED", reason: str | None = None
-    ) -> None:
+    def finish(self, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED", reason: str | None = None) -> None:
         """Ends the run with `status`; `reason` (e.g. the exception) goes to tag `hwd.failure_reason`.
 
         A FINISHED run without a reason drops a failure reason left by an earlier attempt.
@@ -226,9 +224,7 @@ def _as_float_array(values: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be numbers (list, array or tensor), got {type(values).__name__}"
-        ) from None
+        raise ValueError(f"{name} must be numbers (list, array or tensor), got {type(values).__name__}") from None
 
 
 def _log_directory(client: MlflowClient, run_id: str, local_dir: Path, artifact_path: str) -> None:

@@ -14,7 +14,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
-from hwd_tune.tracking.store import default_artifact_location, is_not_found, mlflow_client, redact_uri, redacted_if_uri, truncated
+from hwd_tune.tracking.store import (
+    default_artifact_location,
+    is_not_found,
+    mlflow_client,
+    redact_uri,
+    redacted_if_uri,
+    truncated,
+)
 
 logger = logging.getLogger(__name__)
 RUN_KEY_TAG = "hwd.run_key"  # identifies a job across restarts (resume = same run)
@@ -49,9 +56,7 @@ def start_run(
     client = mlflow_client(tracking_uri)
     if parent_run_id is not None:
         get_run(client, parent_run_id, tracking_uri, role="parent run")
-    experiment_id = _experiment_id(
-        client, experiment, artifact_location or default_artifact_location(tracking_uri)
-    )
+    experiment_id = _experiment_id(client, experiment, artifact_location or default_artifact_location(tracking_uri))
     run_tags = {RUN_KEY_TAG: run_key, **{key: str(value) for key, value in (tags or {}).items()}}
     if parent_run_id is not None:
         run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
@@ -71,7 +76,11 @@ def start_run(
     if len(existing) > 1:
         logger.warning(
             "%d runs carry %s=%r in experiment %r; resuming the oldest, %s",
-            len(existing), RUN_KEY_TAG, run_key, experiment, run.info.run_id,
+            len(existing),
+            RUN_KEY_TAG,
+            run_key,
+            experiment,
+            run.info.run_id,
         )
     resumes = int(run.data.tags.get(RESUME_COUNT_TAG, "0")) + 1
     client.update_run(run.info.run_id, status="RUNNING")
@@ -116,16 +125,25 @@ def find_runs(
     runs, token = [], None
     while len(runs) < max_results:
         page = client.search_runs(
-            [found.experiment_id], filter_string=" and ".join(conditions),
-            order_by=["attributes.start_time ASC"], max_results=min(1000, max_results - len(runs)), page_token=token,
+            [found.experiment_id],
+            filter_string=" and ".join(conditions),
+            order_by=["attributes.start_time ASC"],
+            max_results=min(1000, max_results - len(runs)),
+            page_token=token,
         )
         runs += page
         token = page.token
         if not token:
             break
     return [
-        FoundRun(run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.tags),
-                 dict(run.data.params), dict(run.data.metrics))
+        FoundRun(
+            run.info.run_id,
+            run.info.run_name or "",
+            run.info.status,
+            dict(run.data.tags),
+            dict(run.data.params),
+            dict(run.data.metrics),
+        )
         for run in runs
     ]
 
@@ -175,7 +193,7 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None
     """Sets tags in batches of MLflow's limit; values are redacted URIs where they look like one."""
     run_tags = [RunTag(key, tag_value(value)) for key, value in tags.items()]
     for start in range(0, len(run_tags), MAX_PARAMS_TAGS_PER_BATCH):
-        client.log_batch(run_id, tags=run_tags[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+        client.log_batch(run_id, tags=run_tags[start : start + MAX_PARAMS_TAGS_PER_BATCH])
 
 
 def tag_value(value: Any) -> str:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MLFLOW_FOLDER = "mlflow"  # under output_dir: mlflow.db and artifacts/
 TRUNCATION_MARKER = "...[truncated]"
 _URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
-_SECRET_QUERY = re.compile(
-    r"(?i)([?&][^=&#]*(?:password|passwd|pwd|token|secret|key|signature|sig)[^=&#]*=)[^&#]*"
-)
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&#]*(?:password|passwd|pwd|token|secret|key|signature|sig)[^=&#]*=)[^&#]*")
 
 
 def default_tracking_uri(output_dir: str | os.PathLike) -> str:
@@ -78,7 +77,7 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
-    path_text = tracking_uri[len(prefix):].split("?", 1)[0]
+    path_text = tracking_uri[len(prefix) :].split("?", 1)[0]
     if not path_text or path_text == ":memory:":
         return None
     return Path(path_text).resolve()

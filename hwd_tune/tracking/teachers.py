@@ -71,19 +71,21 @@ def _resolve_registered(source: str, client: MlflowClient, tracking_uri: str, ca
     destination = cache_root / "models" / f"{name}-v{version_number}-{key}"
 
     def download(scratch: Path) -> Path:
-        return Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=storage_uri,
-            dst_path=str(scratch),
-            tracking_uri=tracking_uri,
-            registry_uri=tracking_uri,
-        ))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=storage_uri,
+                dst_path=str(scratch),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
+        )
 
     return _cached_weights(destination, download, source)
 
 
 def _resolve_run_artifact(source: str, client: MlflowClient, tracking_uri: str, cache_root: Path) -> Path:
     """runs:/<run_id>/<path> -> cached copy of that artifact (a file, or a folder with model.pt)."""
-    run_id, _, artifact_path = source[len("runs:/"):].partition("/")
+    run_id, _, artifact_path = source[len("runs:/") :].partition("/")
     artifact_path = artifact_path.strip("/")
     if not run_id or ".." in artifact_path.split("/"):
         raise ValueError(f"teacher source {source!r}: expected runs:/<run_id>/<artifact path> without '..'")

@@ -24,8 +24,10 @@ def add_noise(image, mask):
 
 
 def positions(batch, world, start, stop):
-    return [list(StreamSampler(batch, rank=r, world_size=world, start_iteration=start, stop_iteration=stop))
-            for r in range(world)]
+    return [
+        list(StreamSampler(batch, rank=r, world_size=world, start_iteration=start, stop_iteration=stop))
+        for r in range(world)
+    ]
 
 
 def test_each_epoch_is_a_permutation_and_epochs_differ():
@@ -60,7 +62,9 @@ def test_augmentation_depends_on_position_only_not_on_loader_processes():
     torch.manual_seed(123)  # the global RNG must not matter
     parallel = [x for x, _ in DataLoader(stream, batch_size=2, sampler=sampler, num_workers=2)]
     assert all(torch.equal(a, b) for a, b in zip(inline, parallel))
-    resumed = [x for x, _ in DataLoader(stream, batch_size=2, sampler=StreamSampler(2, start_iteration=2, stop_iteration=4))]
+    resumed = [
+        x for x, _ in DataLoader(stream, batch_size=2, sampler=StreamSampler(2, start_iteration=2, stop_iteration=4))
+    ]
     assert all(torch.equal(a, b) for a, b in zip(inline[2:], resumed))
     noise = torch.cat(inline) - torch.cat([m for _, m in DataLoader(stream, batch_size=2, sampler=sampler)]).float()
     assert len(set(noise.tolist())) == len(noise)  # each position has its own draw

@@ -90,8 +90,7 @@ def hadolint_binary() -> str | None:
 def test_parser_joins_continuations_and_splits_stages(tmp_path):
     sample = tmp_path / "Dockerfile"
     sample.write_text(
-        "# comment\nARG BASE=python:3.11.9-slim\nFROM ${BASE} AS build\nRUN a && \\\n    b\n"
-        "FROM $BASE\nUSER 1000\n"
+        "# comment\nARG BASE=python:3.11.9-slim\nFROM ${BASE} AS build\nRUN a && \\\n    b\nFROM $BASE\nUSER 1000\n"
     )
     assert instructions(sample) == [
         ("ARG", "BASE=python:3.11.9-slim"),
@@ -236,7 +235,7 @@ def test_cpu_variant_takes_the_locked_torch_versions_from_the_cpu_index():
     assert "sed -n 's/^torch==//p' requirements.lock" in run_text
     assert '"torch==${torch_version}+cpu"' in run_text
     assert '"torchvision==${torchvision_version}+cpu"' in run_text
-    assert "pip install --no-cache-dir --no-deps --index-url \"$TORCH_CPU_INDEX\"" in run_text
+    assert 'pip install --no-cache-dir --no-deps --index-url "$TORCH_CPU_INDEX"' in run_text
     assert "TORCH_VARIANT must be cuda or cpu" in run_text
     lock = (REPO / "requirements.lock").read_text().splitlines()
     assert sum(line.startswith("torch==") for line in lock) == 1
@@ -289,5 +288,11 @@ def test_build_context_holds_exactly_what_the_dockerfile_copies():
     for source in sources:
         assert (REPO / source).exists(), source
         assert dockerignore_allows(source), f"{source} is copied but excluded from the context"
-    for kept_out in [".venv/bin/python", ".git/config", "outputs/model.pt", "docker/.env", "hwd_tune/__pycache__/a.pyc"]:
+    for kept_out in [
+        ".venv/bin/python",
+        ".git/config",
+        "outputs/model.pt",
+        "docker/.env",
+        "hwd_tune/__pycache__/a.pyc",
+    ]:
         assert not dockerignore_allows(kept_out), kept_out

@@ -96,7 +96,7 @@ def test_head_takes_ports_and_resources_from_the_environment(run):
         "RAY_NUM_CPUS": "4",
         "RAY_OBJECT_STORE_MEMORY": "1000000000",
     }
-    exports, argv = parse_dry_run(run("head", env=env).stdout)
+    _exports, argv = parse_dry_run(run("head", env=env).stdout)
     assert argv[4:] == [
         "--port=7000",
         "--dashboard-host=0.0.0.0",
@@ -177,8 +177,10 @@ def test_worker_joins_the_head_address_without_gpu_claim_when_not_asked(run):
     [
         ({"RAY_AUTH_TOKEN": TOKEN}, "RAY_HEAD_ADDRESS is not set"),
         ({"RAY_HEAD_ADDRESS": "ray-head:6379"}, "RAY_AUTH_TOKEN is not set"),
-        ({"RAY_AUTH_TOKEN": TOKEN, "RAY_HEAD_ADDRESS": "h:1", "HWD_GPUS_PER_WORKER": "1.5"},
-         "HWD_GPUS_PER_WORKER must be a whole number, got '1.5'"),
+        (
+            {"RAY_AUTH_TOKEN": TOKEN, "RAY_HEAD_ADDRESS": "h:1", "HWD_GPUS_PER_WORKER": "1.5"},
+            "HWD_GPUS_PER_WORKER must be a whole number, got '1.5'",
+        ),
         ({"RAY_AUTH_TOKEN": TOKEN, "RAY_HEAD_ADDRESS": "h:1", "RAY_AGENT_PORT": "x"}, "RAY_AGENT_PORT must be a TCP"),
     ],
 )
@@ -208,7 +210,7 @@ def four_gpus(tmp_path):
 def hold_slot(slot_dir: Path, slot: int):
     """Takes the flock of one GPU slot, as a running worker does; close the file to release it."""
     slot_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(slot_dir / f"slot-{slot}", "w")  # noqa: SIM115 (held across the test)
+    handle = open(slot_dir / f"slot-{slot}", "w")
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return handle
 
@@ -309,7 +311,7 @@ def test_mlflow_really_passes_a_percent_encoded_uri_through_the_environment(run,
     assert lines[0] == "server"
     assert "--allowed-hosts=mlflow.lab:5000" in lines
     assert not any(PASSWORD in line for line in lines if not line.startswith("URI="))
-    uri = next(line for line in lines if line.startswith("URI="))[len("URI="):]
+    uri = next(line for line in lines if line.startswith("URI="))[len("URI=") :]
     parsed = urllib.parse.urlsplit(uri)
     assert parsed.scheme == "postgresql+psycopg2"
     assert (parsed.hostname, parsed.port, parsed.path) == ("db", 6543, "/tracking")
@@ -382,7 +384,7 @@ class _StubServer:
         requested = self.requested = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 requested.append(self.path)
                 self.send_response(200 if self.path in healthy else 503)
                 self.end_headers()

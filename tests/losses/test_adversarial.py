@@ -57,6 +57,7 @@ def test_hinge_rejects_scores_of_different_shapes():
 # ------------------------------------------------------------------------------------------
 def reference_self_attention(x, attention):
     """x + gamma * sum_j softmax_j(q_i . k_j) v_j, one query position at a time (float64)."""
+
     def weights(conv):
         return conv.weight[:, :, 0, 0].detach().double().numpy(), conv.bias.detach().double().numpy()
 
@@ -91,7 +92,11 @@ def test_discriminator_layer_widths_follow_the_authors():
     disc = LogitDiscriminator(19, width=64)
     convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (4, 4)]
     assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
-        (19, 64, (2, 2)), (64, 128, (2, 2)), (128, 256, (2, 2)), (256, 512, (2, 2)), (512, 1, (1, 1)),
+        (19, 64, (2, 2)),
+        (64, 128, (2, 2)),
+        (128, 256, (2, 2)),
+        (256, 512, (2, 2)),
+        (512, 1, (1, 1)),
     ]
     attentions = [m for m in disc.modules() if isinstance(m, SelfAttention)]
     assert [a.value.in_channels for a in attentions] == [256, 512]

@@ -11,8 +11,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from hwd_tune.losses import build_distiller
-from hwd_tune.losses import distributed
+from hwd_tune.losses import build_distiller, distributed
 from hwd_tune.losses.cirkd import (
     CrossImageMemory,
     choose_per_group,
@@ -100,9 +99,7 @@ class ListQueues:
 
 
 def small_distiller(num_classes=3, channels=(4, 6), **params):
-    return build_distiller(
-        "cirkd", num_classes=num_classes, feature_channels=channels, **{**SMALL, **params}
-    )
+    return build_distiller("cirkd", num_classes=num_classes, feature_channels=channels, **{**SMALL, **params})
 
 
 def random_outputs(batch, num_classes, channels, size=4, generator=None):
@@ -135,21 +132,15 @@ def test_minibatch_relation_matches_pair_loops_in_value_and_gradient():
 def test_minibatch_relation_gradcheck_and_teacher_gets_no_gradient():
     student = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     teacher = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda s: minibatch_pixel_relation_loss(s, teacher, 0.1), (student,)
-    )
+    assert torch.autograd.gradcheck(lambda s: minibatch_pixel_relation_loss(s, teacher, 0.1), (student,))
     minibatch_pixel_relation_loss(student, teacher, 0.1).backward()
     assert teacher.grad is None
 
 
 def test_minibatch_relation_is_zero_for_equal_features_and_finite_when_large():
     features = torch.randn(2, 3, 3, 3)
-    assert minibatch_pixel_relation_loss(features, features.clone(), 0.1).item() == pytest.approx(
-        0.0, abs=1e-6
-    )
-    large = minibatch_pixel_relation_loss(
-        1e4 * torch.randn(2, 3, 3, 3), torch.randn(2, 3, 3, 3), 1e-3
-    )
+    assert minibatch_pixel_relation_loss(features, features.clone(), 0.1).item() == pytest.approx(0.0, abs=1e-6)
+    large = minibatch_pixel_relation_loss(1e4 * torch.randn(2, 3, 3, 3), torch.randn(2, 3, 3, 3), 1e-3)
     assert torch.isfinite(large) and large.item() > 0
 
 
@@ -191,10 +182,7 @@ def test_choose_per_group_takes_min_of_size_and_limit_distinct_members():
         assert chosen_groups.count(group) == min(size, 3)
     again = choose_per_group(groups, 3, torch.Generator().manual_seed(1))
     assert torch.equal(chosen, again)  # deterministic for a seed
-    draws = {
-        tuple(choose_per_group(groups, 3, torch.Generator().manual_seed(seed)).tolist())
-        for seed in range(8)
-    }
+    draws = {tuple(choose_per_group(groups, 3, torch.Generator().manual_seed(seed)).tolist()) for seed in range(8)}
     assert len(draws) > 1  # and random across seeds
 
 
@@ -216,8 +204,12 @@ def test_class_region_means_match_loops():
 def test_enqueue_matches_list_reference_over_steps():
     num_classes, dim = 3, 4
     memory = CrossImageMemory(
-        num_classes=num_classes, embedding_dim=dim, pixel_memory_size=5, region_memory_size=2,
-        pixels_per_update=2, seed=3,
+        num_classes=num_classes,
+        embedding_dim=dim,
+        pixel_memory_size=5,
+        region_memory_size=2,
+        pixels_per_update=2,
+        seed=3,
     )
     pixels, regions = ListQueues(memory.pixel_queue), ListQueues(memory.region_queue)
     for step in range(3):
@@ -250,7 +242,10 @@ def test_enqueue_matches_list_reference_over_steps():
 
 def test_memory_sample_shares_slots_across_classes_and_is_seeded():
     memory = CrossImageMemory(
-        num_classes=3, embedding_dim=2, pixel_memory_size=6, region_memory_size=3,
+        num_classes=3,
+        embedding_dim=2,
+        pixel_memory_size=6,
+        region_memory_size=3,
         pixels_per_update=1,
     )
     sample = memory.sample(4, "pixel", torch.Generator().manual_seed(0))
@@ -276,9 +271,7 @@ def test_contrast_distillation_matches_anchor_loops_and_gradcheck():
     (grad,) = torch.autograd.grad(values.sum(), student)
     (expected_grad,) = torch.autograd.grad(expected.sum(), student)
     assert torch.allclose(grad, expected_grad, rtol=1e-8)
-    assert torch.autograd.gradcheck(
-        lambda s: contrast_distillation(s, teacher, contrast, 0.5, 1.0), (student,)
-    )
+    assert torch.autograd.gradcheck(lambda s: contrast_distillation(s, teacher, contrast, 0.5, 1.0), (student,))
 
 
 def test_distiller_terms_match_references_on_a_fixed_bank():
@@ -300,14 +293,15 @@ def test_distiller_terms_match_references_on_a_fixed_bank():
     projected = distiller.projector(student.features).detach().double()
     anchors = [
         (unit(projected[b, :, y, x]), unit(teacher.features[b, :, y, x].double()))
-        for b in range(2) for y in range(4) for x in range(4) if small_labels[b, y, x] != -1
+        for b in range(2)
+        for y in range(4)
+        for x in range(4)
+        if small_labels[b, y, x] != -1
     ]
     student_anchors = torch.stack([a for a, _ in anchors])
     teacher_anchors = torch.stack([t for _, t in anchors])
     for name, contrast in (("memory_pixel", pixel_contrast), ("memory_region", region_contrast)):
-        expected = reference_contrast(
-            student_anchors, teacher_anchors, contrast.double(), 0.1, 1.0
-        ).mean()
+        expected = reference_contrast(student_anchors, teacher_anchors, contrast.double(), 0.1, 1.0).mean()
         assert math.isclose(terms[name].item(), 0.1 * expected.item(), rel_tol=1e-5), name
     expected_kd = reference_kd(student.logits, teacher.logits)
     assert math.isclose(terms["kd"].item(), 0.5 * expected_kd, rel_tol=1e-5)
@@ -324,8 +318,7 @@ def test_loss_is_zero_when_student_equals_teacher_with_identity_projection():
     features = torch.relu(torch.randn(2, 5, 4, 4))  # head features are post-ReLU
     logits = torch.randn(2, 3, 4, 4)
     output = SegOutput(logits, None, features)
-    terms = distiller.distill(output, SegOutput(logits.clone(), None, features.clone()),
-                              torch.randint(0, 3, (2, 8, 8)))
+    terms = distiller.distill(output, SegOutput(logits.clone(), None, features.clone()), torch.randint(0, 3, (2, 8, 8)))
     for name in ("kd", "minibatch_pixel", "memory_pixel", "memory_region"):
         assert terms[name].item() == pytest.approx(0.0, abs=1e-6), name
 
@@ -445,7 +438,10 @@ def prepared_distiller():
 def distributed_worker(rank, port, out_dir):
     torch.set_num_threads(1)
     torch_dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
         timeout=timedelta(seconds=60),
     )
     try:

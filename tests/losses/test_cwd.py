@@ -70,10 +70,12 @@ def test_distiller_gives_weighted_cwd_on_main_logits():
     student, teacher = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
     labels = torch.randint(-1, 4, (2, 8, 8))
     distiller = build_distiller("cwd", num_classes=4)
-    terms = distiller(SegOutput(student, None, torch.randn(2, 3, 4, 4)),
-                      SegOutput(teacher, None, torch.randn(2, 5, 4, 4)), labels)
+    terms = distiller(
+        SegOutput(student, None, torch.randn(2, 3, 4, 4)), SegOutput(teacher, None, torch.randn(2, 5, 4, 4)), labels
+    )
     assert set(terms) == {"ce", "cwd"}
     assert terms["cwd"].item() == pytest.approx(3.0 * reference_cwd(student, teacher, 4.0).item(), rel=1e-5)
     terms = build_distiller("cwd", num_classes=4, tau=2.0, weight=0.5)(
-        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels)
+        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels
+    )
     assert terms["cwd"].item() == pytest.approx(0.5 * reference_cwd(student, teacher, 2.0).item(), rel=1e-5)

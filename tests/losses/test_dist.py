@@ -35,7 +35,9 @@ def reference_dist(student, teacher, beta, gamma, softmax):
     return beta * inter + gamma * intra
 
 
-@pytest.mark.parametrize("beta, gamma, softmax", [(1.0, 1.0, False), (2.0, 0.5, False), (1.0, 1.0, True), (0.0, 3.0, True)])
+@pytest.mark.parametrize(
+    "beta, gamma, softmax", [(1.0, 1.0, False), (2.0, 0.5, False), (1.0, 1.0, True), (0.0, 3.0, True)]
+)
 def test_value_matches_reference(beta, gamma, softmax):
     student, teacher = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
     loss = DISTLoss(beta, gamma, softmax)(student, teacher)
@@ -77,9 +79,11 @@ def test_distiller_gives_weighted_dist_on_main_logits():
     student, teacher = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     labels = torch.randint(-1, 4, (2, 6, 6))
     terms = build_distiller("dist", num_classes=4)(
-        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels)
+        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels
+    )
     assert set(terms) == {"ce", "dist"}
     assert terms["dist"].item() == pytest.approx(reference_dist(student, teacher, 1.0, 1.0, False), rel=1e-5)
     terms = build_distiller("dist", num_classes=4, beta=2.0, gamma=0.0, softmax=True, weight=0.5)(
-        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels)
+        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels
+    )
     assert terms["dist"].item() == pytest.approx(0.5 * reference_dist(student, teacher, 2.0, 0.0, True), rel=1e-5)

@@ -56,8 +56,21 @@ def reference_weights(distances, *, mu, beta, process, weight_tau):
     return [c * e / sum(exps) for e in exps]
 
 
-def reference_hwd(student, teacher, labels=None, *, tau=4.0, mu=0.0, beta=0.1, distance="mse",
-                  process="exp", weight_tau=1.0, on="probs", pixel_norm="none", ignore_index=-1):
+def reference_hwd(
+    student,
+    teacher,
+    labels=None,
+    *,
+    tau=4.0,
+    mu=0.0,
+    beta=0.1,
+    distance="mse",
+    process="exp",
+    weight_tau=1.0,
+    on="probs",
+    pixel_norm="none",
+    ignore_index=-1,
+):
     """(loss, weights [N][C]); the loss is differentiable in `student`, the weights are constants."""
     n, c, h, w = student.shape
     counts = reference_label_counts(labels, c, (h, w), ignore_index) if pixel_norm != "none" else None
@@ -206,8 +219,16 @@ def test_far_channels_get_larger_weights():
     assert weights[0] < weights[1] < weights[2]
 
 
-@pytest.mark.parametrize("config", [dict(), dict(mu=5.0), dict(mu=-5.0, beta=1.0), dict(distance="kl"),
-                                    dict(on="logits", process="softmax", pixel_norm="n")])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(),
+        dict(mu=5.0),
+        dict(mu=-5.0, beta=1.0),
+        dict(distance="kl"),
+        dict(on="logits", process="softmax", pixel_norm="n"),
+    ],
+)
 def test_student_equal_to_teacher_gives_zero_loss_and_unit_weights(config):
     logits = torch.randn(N, C, H, W)
     labels = torch.randint(-1, C, (N, LABEL_SIZE, LABEL_SIZE))
@@ -220,8 +241,17 @@ def test_student_equal_to_teacher_gives_zero_loss_and_unit_weights(config):
     torch.testing.assert_close(loss_fn.channel_weights(logits, logits, labels), torch.ones(N, C))
 
 
-@pytest.mark.parametrize("config", [dict(mu=5.0), dict(mu=-5.0), dict(mu=-5.0, beta=1e-6), dict(mu=5.0, beta=1e-6),
-                                    dict(on="logits", mu=-5.0), dict(distance="kl", mu=5.0, beta=0.999999)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(mu=5.0),
+        dict(mu=-5.0),
+        dict(mu=-5.0, beta=1e-6),
+        dict(mu=5.0, beta=1e-6),
+        dict(on="logits", mu=-5.0),
+        dict(distance="kl", mu=5.0, beta=0.999999),
+    ],
+)
 def test_large_logits_and_extreme_shift_stay_finite(config):
     student = (1e4 * torch.randn(N, C, H, W)).requires_grad_()
     teacher = 1e4 * torch.randn(N, C, H, W)
@@ -354,11 +384,22 @@ def test_distiller_returns_weighted_hwd_on_main_logits_and_keeps_weights():
 def test_distiller_passes_params_and_ignore_index():
     student, teacher, labels = random_inputs()
     labels[labels == -1] = 2  # the task's ignore index here, so neither CE nor the counts use it
-    distiller = build_distiller("hwd", num_classes=C, ignore_index=2, tau=2.0, mu=1.0, beta=0.5,
-                                weight=1.5, distance="l1", on="logits", pixel_norm="n")
+    distiller = build_distiller(
+        "hwd",
+        num_classes=C,
+        ignore_index=2,
+        tau=2.0,
+        mu=1.0,
+        beta=0.5,
+        weight=1.5,
+        distance="l1",
+        on="logits",
+        pixel_norm="n",
+    )
     terms = distiller(SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels)
-    expected, _ = reference_hwd(student, teacher, labels, tau=2.0, mu=1.0, beta=0.5, distance="l1",
-                                on="logits", pixel_norm="n", ignore_index=2)
+    expected, _ = reference_hwd(
+        student, teacher, labels, tau=2.0, mu=1.0, beta=0.5, distance="l1", on="logits", pixel_norm="n", ignore_index=2
+    )
     assert set(terms) == {"ce", "hwd"}
     assert terms["hwd"].item() == pytest.approx(1.5 * expected.item(), rel=1e-9)
 

@@ -102,13 +102,9 @@ def test_ifv_gradient_through_pixels_and_prototypes():
 
 def test_ifv_rejects_bad_shapes():
     with pytest.raises(ValueError, match="spatial size"):
-        intra_class_variation_loss(
-            torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 4), torch.zeros(2, 8, 8), 3
-        )
+        intra_class_variation_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 5, 4), torch.zeros(2, 8, 8), 3)
     with pytest.raises(ValueError, match="labels must be"):
-        intra_class_variation_loss(
-            torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.zeros(8, 8), 3
-        )
+        intra_class_variation_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.zeros(8, 8), 3)
 
 
 def make_outputs(num_classes=4):
@@ -143,9 +139,7 @@ def test_default_distiller_gives_documented_terms_and_weights():
 def test_each_weight_scales_its_term():
     student, teacher, labels = make_outputs()
     params = {"kd_weight": 0.5, "kd_temperature": 2.0, "ifv_weight": 3.0, "adv_weight": 2.0}
-    distiller = build_distiller(
-        "ifvd", num_classes=4, feature_channels=(3, 5), discriminator_width=8, **params
-    )
+    distiller = build_distiller("ifvd", num_classes=4, feature_channels=(3, 5), discriminator_width=8, **params)
     critic = copy.deepcopy(distiller.adversary)
     terms = distiller(student, teacher, labels)
     kd = KDLoss(2.0)(student.logits, teacher.logits).item()
@@ -155,9 +149,7 @@ def test_each_weight_scales_its_term():
     assert terms["adv"].item() == pytest.approx(-2.0 * critic(student.logits).mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize(
-    "field, value", [("kd_weight", -1.0), ("kd_temperature", 0.0), ("ifv_weight", -20.0)]
-)
+@pytest.mark.parametrize("field, value", [("kd_weight", -1.0), ("kd_temperature", 0.0), ("ifv_weight", -20.0)])
 def test_invalid_params_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"'ifvd'.*{field}"):
         build_distiller("ifvd", num_classes=4, **{field: value})

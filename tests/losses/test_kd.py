@@ -60,9 +60,11 @@ def test_distiller_gives_weighted_kd_on_main_logits():
     student, teacher = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     labels = torch.randint(-1, 4, (2, 6, 6))
     terms = build_distiller("kd", num_classes=4)(
-        SegOutput(student, torch.randn(2, 4, 3, 3), student), SegOutput(teacher, None, teacher), labels)
+        SegOutput(student, torch.randn(2, 4, 3, 3), student), SegOutput(teacher, None, teacher), labels
+    )
     assert set(terms) == {"ce", "aux", "kd"}
     assert terms["kd"].item() == pytest.approx(reference_kd(student, teacher, 1.0).item(), rel=1e-5)
     terms = build_distiller("kd", num_classes=4, temperature=3.0, weight=2.0)(
-        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels)
+        SegOutput(student, None, student), SegOutput(teacher, None, teacher), labels
+    )
     assert terms["kd"].item() == pytest.approx(2.0 * reference_kd(student, teacher, 3.0).item(), rel=1e-5)

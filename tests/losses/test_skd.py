@@ -108,9 +108,7 @@ def test_default_distiller_gives_documented_terms_and_weights():
 def test_each_weight_scales_its_term():
     student, teacher, labels = make_outputs()
     params = {"kd_weight": 2.0, "kd_temperature": 3.0, "pairwise_weight": 5.0, "adv_weight": 0.5}
-    distiller = build_distiller(
-        "skd", num_classes=4, feature_channels=(3, 5), discriminator_width=8, **params
-    )
+    distiller = build_distiller("skd", num_classes=4, feature_channels=(3, 5), discriminator_width=8, **params)
     critic = copy.deepcopy(distiller.adversary)
     terms = distiller(student, teacher, labels)
     kd = KDLoss(3.0)(student.logits, teacher.logits).item()

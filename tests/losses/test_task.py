@@ -14,7 +14,7 @@ def reference_ce(logits, labels, ignore_index):
     """Mean over valid pixels of -log softmax, one pixel at a time."""
     up = F.interpolate(logits, labels.shape[-2:], mode="bilinear", align_corners=True)
     total, count = 0.0, 0
-    n, k, h, w = up.shape
+    n, _k, h, w = up.shape
     for b in range(n):
         for y in range(h):
             for x in range(w):

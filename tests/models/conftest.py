@@ -7,7 +7,7 @@ import pytest
 from hwd_tune.models import build_model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _full_width(name: str, num_classes: int):
     return build_model(name, num_classes)
 

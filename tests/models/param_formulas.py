@@ -29,9 +29,7 @@ def resnet_v1s(block, blocks_per_layer):
 
 
 # (expansion, output channels, blocks)
-MOBILENETV2_SETTINGS = [
-    (1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)
-]
+MOBILENETV2_SETTINGS = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]
 
 
 def mobilenetv2():

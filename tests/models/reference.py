@@ -9,10 +9,14 @@ import torch.nn.functional as F
 
 # (layer, block, stride, dilation of conv1, dilation of conv2, has downsample) of the dilated ResNet-18
 RESNET18_BLOCKS = [
-    ("layer1", 0, 1, 1, 1, True), ("layer1", 1, 1, 1, 1, False),
-    ("layer2", 0, 2, 1, 1, True), ("layer2", 1, 1, 1, 1, False),
-    ("layer3", 0, 1, 1, 2, True), ("layer3", 1, 1, 2, 2, False),
-    ("layer4", 0, 1, 2, 4, True), ("layer4", 1, 1, 4, 4, False),
+    ("layer1", 0, 1, 1, 1, True),
+    ("layer1", 1, 1, 1, 1, False),
+    ("layer2", 0, 2, 1, 1, True),
+    ("layer2", 1, 1, 1, 1, False),
+    ("layer3", 0, 1, 1, 2, True),
+    ("layer3", 1, 1, 2, 2, False),
+    ("layer4", 0, 1, 2, 4, True),
+    ("layer4", 1, 1, 4, 4, False),
 ]
 # MobileNetV2 features 1..17: (expansion, stride, depthwise dilation, residual)
 MOBILENETV2_BLOCKS = (

@@ -7,12 +7,15 @@ The expected keys and shapes are listed here by hand from the authors' module de
 import pytest
 import torch
 
-from hwd_tune.models import build_model
 from tests.models import param_formulas
 
 ALL_MODELS = [
-    "deeplabv3_mobilenetv2", "deeplabv3_resnet101", "deeplabv3_resnet18",
-    "deeplabv3_resnet50", "pspnet_mobilenetv2", "pspnet_resnet18",
+    "deeplabv3_mobilenetv2",
+    "deeplabv3_resnet101",
+    "deeplabv3_resnet18",
+    "deeplabv3_resnet50",
+    "pspnet_mobilenetv2",
+    "pspnet_resnet18",
 ]
 
 SENTINEL_KEYS = {
@@ -110,21 +113,25 @@ def test_parameter_counts_match_hand_formulas(name, full_width_model):
 def test_parameter_totals_match_published_sizes(full_width_model):
     """Cityscapes (19 classes) sizes with the aux head, as the CIRKD paper lists them (in millions)."""
     published = {
-        "deeplabv3_resnet101": 61.1, "deeplabv3_resnet18": 13.6,
-        "deeplabv3_mobilenetv2": 3.2, "pspnet_resnet18": 12.9,
+        "deeplabv3_resnet101": 61.1,
+        "deeplabv3_resnet18": 13.6,
+        "deeplabv3_mobilenetv2": 3.2,
+        "pspnet_resnet18": 12.9,
     }
-    measured = {
-        name: round(sum(p.numel() for p in full_width_model(name).parameters()) / 1e6, 1)
-        for name in published
-    }
+    measured = {name: round(sum(p.numel() for p in full_width_model(name).parameters()) / 1e6, 1) for name in published}
     assert measured == published
 
 
 def test_resnet18_uneven_dilations_inside_blocks(full_width_model):
     backbone = full_width_model("deeplabv3_resnet18").pretrained
     expected = {  # (conv1 stride, conv1 dilation, conv2 dilation), the authors' BasicBlockV1b
-        "layer1.0": (1, 1, 1), "layer2.0": (2, 1, 1), "layer2.1": (1, 1, 1),
-        "layer3.0": (1, 1, 2), "layer3.1": (1, 2, 2), "layer4.0": (1, 2, 4), "layer4.1": (1, 4, 4),
+        "layer1.0": (1, 1, 1),
+        "layer2.0": (2, 1, 1),
+        "layer2.1": (1, 1, 1),
+        "layer3.0": (1, 1, 2),
+        "layer3.1": (1, 2, 2),
+        "layer4.0": (1, 2, 4),
+        "layer4.1": (1, 4, 4),
     }
     found = {}
     for name in expected:
@@ -138,8 +145,15 @@ def test_resnet18_uneven_dilations_inside_blocks(full_width_model):
 def test_bottleneck_dilations(name, full_width_model):
     backbone = full_width_model(name).pretrained
     last3 = len(backbone.layer3) - 1
-    expected = {"layer2.0": (2, 1), "layer3.0": (1, 1), "layer3.1": (1, 2), f"layer3.{last3}": (1, 2),
-                "layer4.0": (1, 2), "layer4.1": (1, 4), "layer4.2": (1, 4)}
+    expected = {
+        "layer2.0": (2, 1),
+        "layer3.0": (1, 1),
+        "layer3.1": (1, 2),
+        f"layer3.{last3}": (1, 2),
+        "layer4.0": (1, 2),
+        "layer4.1": (1, 4),
+        "layer4.2": (1, 4),
+    }
     convs = {n: backbone.get_submodule(n).conv2 for n in expected}
     found = {n: (conv.stride[0], conv.dilation[0]) for n, conv in convs.items()}
     assert found == expected

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hwd_tune.models import build_model, load_weights
-from tests.models.helpers import TINY, tiny_model as tiny
+from tests.models.helpers import TINY
+from tests.models.helpers import tiny_model as tiny
 
 
 def logits_of(model, images):
@@ -74,9 +75,7 @@ def test_imagenet_backbone_file_loads_into_the_backbone_only(tmp_path, name, tru
 
 def test_imagenet_file_without_num_batches_tracked_still_loads_strictly(tmp_path):
     source, target = tiny(seed=0), tiny(seed=1)
-    imagenet = {
-        k: v for k, v in source.pretrained.state_dict().items() if not k.endswith("num_batches_tracked")
-    }
+    imagenet = {k: v for k, v in source.pretrained.state_dict().items() if not k.endswith("num_batches_tracked")}
     report = load_weights(target, imagenet)
     assert report.complete and report.missing == []
     assert torch.equal(target.pretrained.conv1.weight, source.pretrained.conv1.weight)
@@ -107,7 +106,10 @@ def test_non_strict_load_reports_and_warns_what_was_skipped(caplog):
     with caplog.at_level(logging.WARNING, logger="hwd_tune.models.checkpoint"):
         report = load_weights(target, state, strict=False)
     assert sorted(m.split(":")[0] for m in report.mismatched) == [
-        "auxlayer.block.4.bias", "auxlayer.block.4.weight", "head.block.4.bias", "head.block.4.weight"
+        "auxlayer.block.4.bias",
+        "auxlayer.block.4.weight",
+        "head.block.4.bias",
+        "head.block.4.weight",
     ]
     assert report.missing == ["pretrained.bn1.weight"] and report.unexpected == ["head.extra.weight"]
     assert not report.complete

@@ -44,8 +44,12 @@ def test_aux_false_drops_the_aux_head_and_its_keys(name):
 
 def test_feature_channels_at_full_width_are_the_authors_head_widths():
     expected = {
-        "deeplabv3_resnet18": 128, "deeplabv3_resnet50": 256, "deeplabv3_resnet101": 256,
-        "deeplabv3_mobilenetv2": 128, "pspnet_resnet18": 128, "pspnet_mobilenetv2": 128,
+        "deeplabv3_resnet18": 128,
+        "deeplabv3_resnet50": 256,
+        "deeplabv3_resnet101": 256,
+        "deeplabv3_mobilenetv2": 128,
+        "pspnet_resnet18": 128,
+        "pspnet_mobilenetv2": 128,
     }
     assert {name: feature_channels(name) for name in ALL_MODELS} == expected
     assert feature_channels("deeplabv3_resnet101", 0.25) == 64
@@ -73,9 +77,7 @@ def test_every_trainable_parameter_gets_a_gradient_in_training():
     model = build_model("pspnet_resnet18", num_classes=4, width_multiplier=TINY).train()
     out = model(torch.randn(2, 3, 48, 48))
     (out.logits.square().mean() + out.aux_logits.square().mean()).backward()
-    without_grad = [
-        n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-    ]
+    without_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert without_grad == []
 
 

@@ -1,4 +1,5 @@
-"""hwd_tune.reproduce.paper against Table II of the supplementary, typed here again by hand (not read from the data file)."""
+"""hwd_tune.reproduce.paper against Table II of the supplementary, typed here again by hand
+(not read from the data file)."""
 
 import pytest
 

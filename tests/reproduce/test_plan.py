@@ -51,7 +51,10 @@ def best_config(tmp_path: Path, **changes) -> Path:
 # --------------------------------------------------------------------------------------------
 def test_the_three_table_ii_plans_and_the_quickstart_are_shipped():
     assert {path.stem for path in PLANS.glob("*.yaml")} == {
-        "table2_ade20k", "table2_cityscapes", "table2_cocostuff", "quickstart",
+        "table2_ade20k",
+        "table2_cityscapes",
+        "table2_cocostuff",
+        "quickstart",
     }
 
 
@@ -109,10 +112,14 @@ def test_cells_are_datasets_x_students_x_methods_x_seeds_in_order(tmp_path):
     plan = load(write(tmp_path, raw))
     student_a, student_b = "deeplabv3_resnet18", "pspnet_resnet18"
     assert plan.cells() == [
-        Cell("synthetic", student_a, "none", 3), Cell("synthetic", student_a, "none", 1),
-        Cell("synthetic", student_a, "hwd-mu1", 3), Cell("synthetic", student_a, "hwd-mu1", 1),
-        Cell("synthetic", student_b, "none", 3), Cell("synthetic", student_b, "none", 1),
-        Cell("synthetic", student_b, "hwd-mu1", 3), Cell("synthetic", student_b, "hwd-mu1", 1),
+        Cell("synthetic", student_a, "none", 3),
+        Cell("synthetic", student_a, "none", 1),
+        Cell("synthetic", student_a, "hwd-mu1", 3),
+        Cell("synthetic", student_a, "hwd-mu1", 1),
+        Cell("synthetic", student_b, "none", 3),
+        Cell("synthetic", student_b, "none", 1),
+        Cell("synthetic", student_b, "hwd-mu1", 3),
+        Cell("synthetic", student_b, "hwd-mu1", 1),
     ]
     config = plan.train_config(Cell("synthetic", student_b, "hwd-mu1", 1))
     assert config.seed == 1 and config.name is None and config.job == "distill"
@@ -167,8 +174,11 @@ def test_overrides_a_plan_built_in_code_and_a_round_trip():
 @pytest.mark.parametrize(
     ("available", "expected"),
     [
-        ({"CPU": 0.3}, r"quickstart\.yaml: train\.resources\.num_workers x cpus_per_worker \+ resources\.trial_cpus: "
-                       r"one run needs 0\.51 CPUs, the cluster has 0\.3"),
+        (
+            {"CPU": 0.3},
+            r"quickstart\.yaml: train\.resources\.num_workers x cpus_per_worker \+ resources\.trial_cpus: "
+            r"one run needs 0\.51 CPUs, the cluster has 0\.3",
+        ),
         ({}, r"one run needs 0\.51 CPUs, the cluster has 0"),
     ],
 )
@@ -197,7 +207,10 @@ BAD_OVERRIDES = [
     (["name=../escape"], r"name: String should match pattern"),
     (["max_concurrent_runs=0"], r"max_concurrent_runs: Input should be greater than or equal to 1"),
     (["resources.trial_cpus=-1"], r"resources\.trial_cpus: Input should be greater than or equal to 0"),
-    (["paper=table9"], r"paper: no published table 'table9' in hwd_tune\.reproduce\.paper; expected one of \[.*'table2'"),
+    (
+        ["paper=table9"],
+        r"paper: no published table 'table9' in hwd_tune\.reproduce\.paper; expected one of \[.*'table2'",
+    ),
     # empty lists, repeats
     (["datasets=[]"], r"datasets: List should have at least 1 item"),
     (["students=[]"], r"students: List should have at least 1 item"),
@@ -211,44 +224,71 @@ BAD_OVERRIDES = [
     (["train.schedule.batch_size=3", "train.resources.num_workers=2"], r"train: .*batch_size \(3\) must be divisible"),
     # datasets and teachers
     (["datasets=[{data: {root: /x}, teacher: {source: t.pt}}]"], r"datasets\[0\]\.data\.name: required"),
-    (["datasets=[{data: {name: mnist}, teacher: {source: t.pt}}]"],
-     r"datasets\[0\]\.data\.name: Input should be 'ade20k'"),
-    (["datasets=[{data: {name: synthetic, crop: 3}, teacher: {source: t.pt}}]"],
-     r"datasets\[0\]\.data\.crop: Extra inputs are not permitted"),
-    (["datasets=[{data: {name: synthetic}, teacher: {source: t.pt, widht_multiplier: 2}}]"],
-     r"datasets\[0\]\.teacher\.widht_multiplier: Extra inputs"),
-    (["datasets=[{data: {name: synthetic}}]"],
-     r"datasets\[0\]\.teacher\.source: required: methods \['kd', 'skd', .*distil from a teacher on 'synthetic'"),
-    (["datasets=[{data: {name: synthetic}, teacher: {source: a.pt}},"
-      " {data: {name: synthetic}, teacher: {source: b.pt}}]"],
-     r"datasets\[1\]\.data\.name: 'synthetic' is also datasets\[0\]"),
+    (
+        ["datasets=[{data: {name: mnist}, teacher: {source: t.pt}}]"],
+        r"datasets\[0\]\.data\.name: Input should be 'ade20k'",
+    ),
+    (
+        ["datasets=[{data: {name: synthetic, crop: 3}, teacher: {source: t.pt}}]"],
+        r"datasets\[0\]\.data\.crop: Extra inputs are not permitted",
+    ),
+    (
+        ["datasets=[{data: {name: synthetic}, teacher: {source: t.pt, widht_multiplier: 2}}]"],
+        r"datasets\[0\]\.teacher\.widht_multiplier: Extra inputs",
+    ),
+    (
+        ["datasets=[{data: {name: synthetic}}]"],
+        r"datasets\[0\]\.teacher\.source: required: methods \['kd', 'skd', .*distil from a teacher on 'synthetic'",
+    ),
+    (
+        [
+            "datasets=[{data: {name: synthetic}, teacher: {source: a.pt}},"
+            " {data: {name: synthetic}, teacher: {source: b.pt}}]"
+        ],
+        r"datasets\[1\]\.data\.name: 'synthetic' is also datasets\[0\]",
+    ),
     (["datasets=[{data: {name: synthetic}, techer: {}}]"], r"datasets\.0\.techer: Extra inputs are not permitted"),
     # students
     (["students=[{aux: false}]"], r"students\[0\]\.arch: required"),
-    (["students=[{arch: deeplabv3_resnet18, width_multiplier: 0}]"],
-     r"students\[0\]\.width_multiplier: Input should be greater than 0"),
-    (["students=[{arch: deeplabv3_resnet18}, {arch: deeplabv3_resnet18, aux: false}]"],
-     r"students\[1\]\.arch: 'deeplabv3_resnet18' is also students\[0\]"),
+    (
+        ["students=[{arch: deeplabv3_resnet18, width_multiplier: 0}]"],
+        r"students\[0\]\.width_multiplier: Input should be greater than 0",
+    ),
+    (
+        ["students=[{arch: deeplabv3_resnet18}, {arch: deeplabv3_resnet18, aux: false}]"],
+        r"students\[1\]\.arch: 'deeplabv3_resnet18' is also students\[0\]",
+    ),
     # methods
     (["methods=[none, fancy]"], r"methods\[1\]\.name: unknown method 'fancy'; expected one of \['cirkd'"),
-    (["methods=[hwd, {name: hwd, params: {mu: 1.0}}]"],
-     r"methods\[1\]\.label: 'hwd' is also the label of methods\[0\]"),
+    (
+        ["methods=[hwd, {name: hwd, params: {mu: 1.0}}]"],
+        r"methods\[1\]\.label: 'hwd' is also the label of methods\[0\]",
+    ),
     (["methods=[{name: hwd, label: 'a b'}]"], r"methods\.0\.label: String should match pattern"),
-    (["methods=[{name: hwd, params: {beta: 2}}]"],
-     r"methods\[0\]\.params\.beta: Input should be less than or equal to 1"),
+    (
+        ["methods=[{name: hwd, params: {beta: 2}}]"],
+        r"methods\[0\]\.params\.beta: Input should be less than or equal to 1",
+    ),
     (["methods=[{name: cwd, params: {mu: 1.0}}]"], r"methods\[0\]\.params\.mu: Extra inputs are not permitted"),
     (["methods=[{name: hwd, prams: {}}]"], r"methods\.0\.prams: Extra inputs are not permitted"),
-    (["methods=[hwd, {name: hwd, label: again, params: {tau: 4.0, beta: 0.1}}]"],
-     r"methods\[1\]: same method and params as methods\[0\] \('hwd'\)"),
-    (["methods=[{name: hwd, params: {}, params_from: best.yaml}]"],
-     r"methods\[0\]: give either `params` or `params_from`, not both"),
-    (["methods=[{name: hwd, params_from: missing/best_config.yaml}]"],
-     r"methods\[0\]\.params_from: file not found: missing/best_config\.yaml"),
+    (
+        ["methods=[hwd, {name: hwd, label: again, params: {tau: 4.0, beta: 0.1}}]"],
+        r"methods\[1\]: same method and params as methods\[0\] \('hwd'\)",
+    ),
+    (
+        ["methods=[{name: hwd, params: {}, params_from: best.yaml}]"],
+        r"methods\[0\]: give either `params` or `params_from`, not both",
+    ),
+    (
+        ["methods=[{name: hwd, params_from: missing/best_config.yaml}]"],
+        r"methods\[0\]\.params_from: file not found: missing/best_config\.yaml",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "expected"), BAD_OVERRIDES,
-                         ids=[" ".join(case[0])[:60] for case in BAD_OVERRIDES])
+@pytest.mark.parametrize(
+    ("overrides", "expected"), BAD_OVERRIDES, ids=[" ".join(case[0])[:60] for case in BAD_OVERRIDES]
+)
 def test_bad_plan_names_file_and_field(tmp_path, overrides, expected):
     path = write(tmp_path, quickstart_raw(), "bad_plan.yaml")
     with pytest.raises(ConfigError) as error:

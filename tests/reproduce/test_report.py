@@ -23,12 +23,18 @@ PLAN = "repro <synthetic> & co"  # HTML special characters: the page must escape
 R18 = "deeplabv3_resnet18"
 LABELS = ("none", "cwd", "hwd", "hwd-swept")
 CELLS = [("ade20k", R18, label, seed) for label in LABELS for seed in (0, 1)] + [
-    ("cityscapes", R18, "none", 0), ("cityscapes", R18, "hwd", 0),
+    ("cityscapes", R18, "none", 0),
+    ("cityscapes", R18, "hwd", 0),
 ]
 MISSING_CELLS = [("ade20k", R18, "cwd", 1), ("cityscapes", R18, "hwd", 0)]
 # Table II, typed again here: (dataset, method) -> mIoU % of DeepLabV3-R18
-PAPER = {("ade20k", "none"): 29.86, ("ade20k", "cwd"): 32.90, ("ade20k", "hwd"): 33.85,
-         ("cityscapes", "none"): 71.78, ("cityscapes", "hwd"): 74.72}
+PAPER = {
+    ("ade20k", "none"): 29.86,
+    ("ade20k", "cwd"): 32.90,
+    ("ade20k", "hwd"): 33.85,
+    ("cityscapes", "none"): 71.78,
+    ("cityscapes", "hwd"): 74.72,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,15 +45,20 @@ def log_plan_run(uri, cell, metrics, *, status="FINISHED", method=None, plan=PLA
     dataset, student, label, seed = cell
     run_key = key or f"{plan}-{dataset}-{student}-{label}-{seed}"
     tags = {
-        tracking.PLAN_TAG: plan, tracking.PLAN_DATASET_TAG: dataset, tracking.PLAN_STUDENT_TAG: student,
-        tracking.PLAN_METHOD_TAG: label, tracking.PLAN_SEED_TAG: str(seed),
-        tracking.CONFIG_HASH_TAG: f"hash-{run_key}", report.METHOD_NAME_TAG: method or label,
+        tracking.PLAN_TAG: plan,
+        tracking.PLAN_DATASET_TAG: dataset,
+        tracking.PLAN_STUDENT_TAG: student,
+        tracking.PLAN_METHOD_TAG: label,
+        tracking.PLAN_SEED_TAG: str(seed),
+        tracking.CONFIG_HASH_TAG: f"hash-{run_key}",
+        report.METHOD_NAME_TAG: method or label,
     }
-    run_id = tracking.start_run(tracking_uri=uri, experiment=EXPERIMENT, run_key=run_key.replace("'", ""),
-                                run_name=run_key, tags=tags)
+    run_id = tracking.start_run(
+        tracking_uri=uri, experiment=EXPERIMENT, run_key=run_key.replace("'", ""), run_name=run_key, tags=tags
+    )
     run_logger = tracking.RunLogger(uri, run_id)
     for name, value in metrics.items():
-        for step, number in (value if isinstance(value, list) else [(10, value)]):
+        for step, number in value if isinstance(value, list) else [(10, value)]:
             run_logger.log_metrics({name: number}, step=step)
     run_logger.finish(status)
     time.sleep(0.01)  # distinct start times: "newest" is well defined
@@ -62,8 +73,9 @@ def cost(miou, seconds, gpu_hours, images_per_s):
 def plan(tmp_path_factory):
     """(tracking_uri, plan run id, {cell: id of the run the report must use}, ids to leave out, report)."""
     uri = tracking.default_tracking_uri(tmp_path_factory.mktemp("store"))
-    plan_run_id = tracking.start_run(tracking_uri=uri, experiment=EXPERIMENT, run_key="plan-run",
-                                     run_name="plan", tags={tracking.PLAN_TAG: PLAN})
+    plan_run_id = tracking.start_run(
+        tracking_uri=uri, experiment=EXPERIMENT, run_key="plan-run", run_name="plan", tags={tracking.PLAN_TAG: PLAN}
+    )
     used, left_out = {}, {}
     ade = lambda label, seed: ("ade20k", R18, label, seed)  # noqa: E731
     used[ade("none", 0)] = log_plan_run(uri, ade("none", 0), cost(30.10, 100.0, 0.05, [(1, 50.0), (2, 52.0)]))
@@ -79,12 +91,18 @@ def plan(tmp_path_factory):
     left_out["other plan"] = log_plan_run(uri, ade("none", 0), cost(2.0, 1.0, 1.0, 1.0), plan="other-plan")
     # Cityscapes: no train_seconds or gpu_hours logged (shown as "-"), and no hwd run at all
     used[("cityscapes", R18, "none", 0)] = log_plan_run(
-        uri, ("cityscapes", R18, "none", 0), {"best_val_miou": 70.00, "images_per_s": 20.0})
+        uri, ("cityscapes", R18, "none", 0), {"best_val_miou": 70.00, "images_per_s": 20.0}
+    )
 
     output_dir = tmp_path_factory.mktemp("report")
     built = report.write_plan_report(
-        plan_name=PLAN, cells=CELLS, tracking_uri=uri, experiment=EXPERIMENT, output_dir=output_dir,
-        paper_table="table2", plan_run_id=plan_run_id,
+        plan_name=PLAN,
+        cells=CELLS,
+        tracking_uri=uri,
+        experiment=EXPERIMENT,
+        output_dir=output_dir,
+        paper_table="table2",
+        plan_run_id=plan_run_id,
     )
     return uri, plan_run_id, used, left_out, built
 
@@ -101,8 +119,11 @@ def logged(client, run_id, metric):
 
 def expected_values(client, used, dataset, label):
     """best_val_miou of the runs the report must use for a (dataset, R18, label), in seed order."""
-    return [logged(client, used[cell], "best_val_miou") for cell in CELLS
-            if cell[0] == dataset and cell[2] == label and cell in used]
+    return [
+        logged(client, used[cell], "best_val_miou")
+        for cell in CELLS
+        if cell[0] == dataset and cell[2] == label and cell in used
+    ]
 
 
 def shown_ours(values, planned):
@@ -137,9 +158,14 @@ def test_every_mean_and_std_equals_what_mlflow_holds(plan, client):
 def test_paper_numbers_and_differences(plan):
     built = plan[4]
     assert built.tables.paper.name == "table2"
-    for dataset, label, method in [("ade20k", "none", "none"), ("ade20k", "cwd", "cwd"), ("ade20k", "hwd", "hwd"),
-                                   ("ade20k", "hwd-swept", "hwd"), ("cityscapes", "none", "none"),
-                                   ("cityscapes", "hwd", "hwd")]:
+    for dataset, label, method in [
+        ("ade20k", "none", "none"),
+        ("ade20k", "cwd", "cwd"),
+        ("ade20k", "hwd", "hwd"),
+        ("ade20k", "hwd-swept", "hwd"),
+        ("cityscapes", "none", "none"),
+        ("cityscapes", "hwd", "hwd"),
+    ]:
         cell = built.tables.dataset(dataset).row(R18).cells[label]
         assert cell.method == method
         assert cell.paper == PAPER[(dataset, method)]
@@ -194,8 +220,11 @@ def test_cost_table_and_hwd_over_cwd_time(plan, client):
     _, _, used, _, built = plan
 
     def mean_logged(label, metric):
-        return statistics.mean(logged(client, used[("ade20k", R18, label, seed)], metric)
-                               for seed in (0, 1) if ("ade20k", R18, label, seed) in used)
+        return statistics.mean(
+            logged(client, used[("ade20k", R18, label, seed)], metric)
+            for seed in (0, 1)
+            if ("ade20k", R18, label, seed) in used
+        )
 
     cwd_seconds = mean_logged("cwd", "train_seconds")
     for label in LABELS:
@@ -256,10 +285,19 @@ def test_report_is_logged_to_the_plan_run(plan, client, tmp_path):
 def found(cell, miou, status="FINISHED", run_id=None, tags=None):
     dataset, student, label, seed = cell
     return tracking.FoundRun(
-        run_id=run_id or f"run-{label}-{seed}", run_name="", status=status,
-        tags={tracking.PLAN_TAG: "p", tracking.PLAN_DATASET_TAG: dataset, tracking.PLAN_STUDENT_TAG: student,
-              tracking.PLAN_METHOD_TAG: label, tracking.PLAN_SEED_TAG: str(seed), **(tags or {})},
-        params={}, metrics={"best_val_miou": miou},
+        run_id=run_id or f"run-{label}-{seed}",
+        run_name="",
+        status=status,
+        tags={
+            tracking.PLAN_TAG: "p",
+            tracking.PLAN_DATASET_TAG: dataset,
+            tracking.PLAN_STUDENT_TAG: student,
+            tracking.PLAN_METHOD_TAG: label,
+            tracking.PLAN_SEED_TAG: str(seed),
+            **(tags or {}),
+        },
+        params={},
+        metrics={"best_val_miou": miou},
     )
 
 
@@ -280,11 +318,14 @@ def test_without_a_paper_table_and_with_given_label_methods():
     assert "| tiny | 20.00 ± - (n=1) | 25.00 ± - (n=1 of 2) | tuned |" in text.splitlines()
 
 
-@pytest.mark.parametrize("cells, message", [
-    ([], "no cells"),
-    ([("ade20k", R18, "hwd", "0")], "int seed"),
-    ([("ade20k", R18, "hwd", 0), ("ade20k", R18, "hwd", 0)], "repeated"),
-])
+@pytest.mark.parametrize(
+    "cells, message",
+    [
+        ([], "no cells"),
+        ([("ade20k", R18, "hwd", "0")], "int seed"),
+        ([("ade20k", R18, "hwd", 0), ("ade20k", R18, "hwd", 0)], "repeated"),
+    ],
+)
 def test_bad_cells_are_named(cells, message):
     with pytest.raises(ValueError, match=message):
         report.collect_runs([], cells)

@@ -41,8 +41,12 @@ FIRST_METHODS = METHODS[:-1]  # the first reproduction's plan lacks hwd: it is t
 FAILING = "kd"  # made to fail in the first reproduction
 STUDENT = "deeplabv3_resnet18"
 FAIL_AT = 9  # where the FAILING run of the first reproduction fails, after its checkpoint of iteration 6
-TINY_DATA = {"crop_size": 48, "scale_range": [1.0, 1.0], "loader_workers": 0,
-             "synthetic": {"num_classes": 4, "image_size": 48, "train_samples": 64, "val_samples": 8}}
+TINY_DATA = {
+    "crop_size": 48,
+    "scale_range": [1.0, 1.0],
+    "loader_workers": 0,
+    "synthetic": {"num_classes": 4, "image_size": 48, "train_samples": 64, "val_samples": 8},
+}
 
 
 def tiny_overrides(output: Path, teacher: str) -> list[str]:
@@ -123,10 +127,12 @@ def reproductions(ray_local, teacher_file, tmp_path_factory) -> Reproductions:
     def snapshot(summary: ReproduceSummary):
         experiment = client.get_experiment_by_name("tests")
         found = client.search_runs([experiment.experiment_id], filter_string="tags.`hwd.job` != 'plan'")
-        runs.append({
-            run.info.run_id: (run.info.status, run.info.end_time, run.data.tags.get(tracking.FAILURE_REASON_TAG))
-            for run in found
-        })
+        runs.append(
+            {
+                run.info.run_id: (run.info.status, run.info.end_time, run.data.tags.get(tracking.FAILURE_REASON_TAG))
+                for run in found
+            }
+        )
         plan_run = client.get_run(summary.plan_run_id)
         plan_runs.append((plan_run.info.status, plan_run.data.tags.get(tracking.FAILURE_REASON_TAG)))
         trials.append({path.name for path in (plan_dir(plan) / "tune").glob("*") if path.is_dir()})
@@ -160,10 +166,14 @@ def test_only_finished_runs_of_the_same_plan_and_config_are_skipped(tmp_path):
         ("cwd", "FINISHED", "another-plan", "cwd"),
         ("cirkd", "FINISHED", "quickstart", "dist"),  # tags of cirkd, config hash of dist
     ]:
-        tags = {**cell_tags(plan, cell(method), plan.train_config(cell(method))),
-                tracking.PLAN_TAG: plan_name, tracking.CONFIG_HASH_TAG: run_key(plan.train_config(cell(hash_of)))}
-        run_id = tracking.start_run(tracking_uri=uri, experiment="tests", run_key=f"run-{method}", run_name=method,
-                                    tags=tags)
+        tags = {
+            **cell_tags(plan, cell(method), plan.train_config(cell(method))),
+            tracking.PLAN_TAG: plan_name,
+            tracking.CONFIG_HASH_TAG: run_key(plan.train_config(cell(hash_of))),
+        }
+        run_id = tracking.start_run(
+            tracking_uri=uri, experiment="tests", run_key=f"run-{method}", run_name=method, tags=tags
+        )
         if status != "RUNNING":
             tracking.RunLogger(uri, run_id).finish(status)
         ids[method] = run_id
@@ -181,8 +191,13 @@ def test_a_renamed_label_keeps_its_finished_run_and_nothing_is_trained(tmp_path)
         tags = cell_tags(plan, planned, plan.train_config(planned))
         if planned.method == "hwd":
             tags[tracking.PLAN_METHOD_TAG] = "hwd-table1"  # the label an earlier version of the plan gave
-        run_id = tracking.start_run(tracking_uri=uri, experiment="tests", run_key=f"run-{planned.method}",
-                                    run_name=planned.method, tags={**tags, "hwd.method": planned.method})
+        run_id = tracking.start_run(
+            tracking_uri=uri,
+            experiment="tests",
+            run_key=f"run-{planned.method}",
+            run_name=planned.method,
+            tags={**tags, "hwd.method": planned.method},
+        )
         logger = tracking.RunLogger(uri, run_id)
         logger.log_metrics({"best_val_miou": 10.0 + len(planned.method)}, step=12)
         logger.finish("FINISHED")
@@ -195,9 +210,14 @@ def test_a_renamed_label_keeps_its_finished_run_and_nothing_is_trained(tmp_path)
 
 
 def test_log_cost_sums_wall_time_over_attempts_and_counts_gpu_hours(tmp_path):
-    config = tiny_config(tmp_path, job="distill", method={"name": "cwd"}, teacher={"source": "t.pt"},
-                         resources={"num_workers": 2, "cpus_per_worker": 1.0, "gpus_per_worker": 0.5},
-                         tracking={"experiment": "tests", "uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    config = tiny_config(
+        tmp_path,
+        job="distill",
+        method={"name": "cwd"},
+        teacher={"source": "t.pt"},
+        resources={"num_workers": 2, "cpus_per_worker": 1.0, "gpus_per_worker": 0.5},
+        tracking={"experiment": "tests", "uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
     uri = config.tracking.uri
     run_id = tracking.start_run(tracking_uri=uri, experiment="tests", run_key=run_name(config), run_name="r")
     log_cost(config, uri, 1800.0)
@@ -209,7 +229,7 @@ def test_log_cost_sums_wall_time_over_attempts_and_counts_gpu_hours(tmp_path):
 
 
 def test_a_plan_that_does_not_fit_fails_before_anything_starts(ray_local, tmp_path):
-    plan = load(PLAN_FILE, tiny_overrides(tmp_path, "teacher.pt") + ["train.resources.cpus_per_worker=3"])
+    plan = load(PLAN_FILE, [*tiny_overrides(tmp_path, "teacher.pt"), "train.resources.cpus_per_worker=3"])
     with pytest.raises(ConfigError, match=r"cpus_per_worker.*one run needs 3\.01 CPUs, the cluster has 2"):
         reproduce(plan)
     assert tracking.find_runs(f"sqlite:///{tmp_path}/mlflow/mlflow.db", "tests", {}) == []  # no plan run either
@@ -284,11 +304,14 @@ def test_a_failed_run_is_recorded_and_the_others_go_on(reproductions):
     first = reproductions.first
     assert first.scheduled == [cell(method) for method in FIRST_METHODS] and first.skipped == []
     assert first.failed == [cell(FAILING)]
-    assert [outcome.status for outcome in first.outcomes] == \
-        ["failed" if method == FAILING else "finished" for method in FIRST_METHODS]
+    assert [outcome.status for outcome in first.outcomes] == [
+        "failed" if method == FAILING else "finished" for method in FIRST_METHODS
+    ]
     failed = first.outcome(cell(FAILING))
-    assert failed.reason == f"RuntimeError: failing on purpose at iteration {FAIL_AT} " \
+    assert (
+        failed.reason == f"RuntimeError: failing on purpose at iteration {FAIL_AT} "
         "(loop_config fail_at_iteration test hook)"
+    )
     status, _, reason = reproductions.runs[0][failed.run_id]
     assert status == "FAILED" and failed.reason in reason
     assert reproductions.plan_runs[0] == ("FAILED", f"1 of 8 runs failed: synthetic/{STUDENT}/{FAILING}/0")
@@ -299,8 +322,9 @@ def test_rerunning_skips_finished_runs_and_resumes_the_failed_one_from_its_check
     first, second, client = reproductions.first, reproductions.second, reproductions.client
     assert second.scheduled == [cell(FAILING), cell("hwd")]
     assert second.skipped == [cell(method) for method in FIRST_METHODS if method != FAILING]
-    assert [outcome.status for outcome in second.outcomes] == \
-        ["finished" if method in (FAILING, "hwd") else "finished earlier" for method in METHODS]
+    assert [outcome.status for outcome in second.outcomes] == [
+        "finished" if method in (FAILING, "hwd") else "finished earlier" for method in METHODS
+    ]
     retried = second.outcome(cell(FAILING)).run_id
     assert retried == first.outcome(cell(FAILING)).run_id  # the failed run reopened, not a new one
     before, after = reproductions.runs[0], reproductions.runs[1]

@@ -18,16 +18,26 @@ SPACE = {
 def tiny_sweep(output_dir: Path, teacher_source: str, **search) -> SweepConfig:
     """A 4-trial sweep of 8-iteration HWD runs on 48 px synthetic images (validation every 2)."""
     train = tiny_config(
-        output_dir, job="distill", method={"name": "hwd", "params": dict(PAPER_POINT)},
+        output_dir,
+        job="distill",
+        method={"name": "hwd", "params": dict(PAPER_POINT)},
         teacher={**TINY_TEACHER, "source": teacher_source},
         schedule={"max_iters": 8, "batch_size": 4, "val_interval": 2, "log_interval": 2},
         tracking={"experiment": "tests", "uri": f"sqlite:///{output_dir}/mlflow/mlflow.db"},
     )
-    return SweepConfig.model_validate({
-        "name": "tiny", "train": train.model_dump(mode="json"),
-        "search": {
-            "num_samples": 4, "max_concurrent_trials": 2, "seed": 0, "space": SPACE,
-            "points_to_evaluate": [dict(PAPER_POINT)], "baselines": [],
-            "scheduler": {"grace_period": 2, "reduction_factor": 2}, **search,
-        },
-    })
+    return SweepConfig.model_validate(
+        {
+            "name": "tiny",
+            "train": train.model_dump(mode="json"),
+            "search": {
+                "num_samples": 4,
+                "max_concurrent_trials": 2,
+                "seed": 0,
+                "space": SPACE,
+                "points_to_evaluate": [dict(PAPER_POINT)],
+                "baselines": [],
+                "scheduler": {"grace_period": 2, "reduction_factor": 2},
+                **search,
+            },
+        }
+    )

@@ -39,8 +39,9 @@ def constant_teacher(tmp_path_factory) -> str:
     """model.pt of the tiny teacher whose 1x1 classifiers (main and aux) output the logits
     [0, 10, 0, 0] at every pixel: zero weights, a bias favouring TEACHER_CLASS."""
     teacher = model_from_config(ModelConfig(**TINY_TEACHER), NUM_CLASSES)
-    classifiers = [module for module in teacher.modules()
-                   if isinstance(module, nn.Conv2d) and module.out_channels == NUM_CLASSES]
+    classifiers = [
+        module for module in teacher.modules() if isinstance(module, nn.Conv2d) and module.out_channels == NUM_CLASSES
+    ]
     assert len(classifiers) == 2  # main head and auxiliary FCN head
     with torch.no_grad():
         for classifier in classifiers:
@@ -55,7 +56,10 @@ def constant_teacher(tmp_path_factory) -> str:
 def tiny_train(output_dir: Path, teacher: str, method: dict, **schedule) -> TrainConfig:
     """tiny_config's 48 px job distilling from `teacher` (the `train` section of a sweep)."""
     return tiny_config(
-        output_dir, job="distill", method=method, teacher={**TINY_TEACHER, "source": teacher},
+        output_dir,
+        job="distill",
+        method=method,
+        teacher={**TINY_TEACHER, "source": teacher},
         schedule={"batch_size": 4, **schedule},
         tracking={"experiment": "tests", "uri": f"sqlite:///{output_dir}/mlflow/mlflow.db"},
     )
@@ -80,17 +84,24 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
 
     # One trial at a time, in the listed order: the student alone first, then two KD weights
     # that make it copy the constant teacher. Rungs at 4 (the first validation) and 8 (= max_t).
-    train = tiny_train(tmp_path, constant_teacher, {"name": "kd", "params": {}},
-                       max_iters=8, val_interval=4, log_interval=4)
-    sweep = SweepConfig.model_validate({
-        "name": "asha", "train": train.model_dump(mode="json"),
-        "search": {
-            "num_samples": 3, "max_concurrent_trials": 1, "seed": 0, "baselines": [],
-            "space": {"weight": {"type": "choice", "values": [GOOD, *BAD]}},
-            "points_to_evaluate": [{"weight": GOOD}, *({"weight": weight} for weight in BAD)],
-            "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2},
-        },
-    })
+    train = tiny_train(
+        tmp_path, constant_teacher, {"name": "kd", "params": {}}, max_iters=8, val_interval=4, log_interval=4
+    )
+    sweep = SweepConfig.model_validate(
+        {
+            "name": "asha",
+            "train": train.model_dump(mode="json"),
+            "search": {
+                "num_samples": 3,
+                "max_concurrent_trials": 1,
+                "seed": 0,
+                "baselines": [],
+                "space": {"weight": {"type": "choice", "values": [GOOD, *BAD]}},
+                "points_to_evaluate": [{"weight": GOOD}, *({"weight": weight} for weight in BAD)],
+                "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2},
+            },
+        }
+    )
     summary = service.run(sweep)
 
     good, *bad = summary.trials
@@ -135,18 +146,26 @@ def test_a_grid_sweep_runs_each_combination_exactly_once(ray_local, tmp_path, co
     from mlflow import MlflowClient
 
     grid = {"tau": [2.0, 4.0], "beta": [0.1, 0.5]}
-    train = tiny_train(tmp_path, constant_teacher, {"name": "hwd", "params": {}},
-                       max_iters=2, val_interval=2, log_interval=2)
-    sweep = SweepConfig.model_validate({
-        "name": "grid", "train": train.model_dump(mode="json"),
-        "search": {
-            "sampler": "grid", "num_samples": 4, "max_concurrent_trials": 2, "seed": 0, "baselines": [],
-            "space": {name: {"type": "choice", "values": values} for name, values in grid.items()},
-            # a first point in the grid must not make its combination run twice (and another never)
-            "points_to_evaluate": [{"tau": 4.0, "beta": 0.1}],
-            "scheduler": {"type": "none"},
-        },
-    })
+    train = tiny_train(
+        tmp_path, constant_teacher, {"name": "hwd", "params": {}}, max_iters=2, val_interval=2, log_interval=2
+    )
+    sweep = SweepConfig.model_validate(
+        {
+            "name": "grid",
+            "train": train.model_dump(mode="json"),
+            "search": {
+                "sampler": "grid",
+                "num_samples": 4,
+                "max_concurrent_trials": 2,
+                "seed": 0,
+                "baselines": [],
+                "space": {name: {"type": "choice", "values": values} for name, values in grid.items()},
+                # a first point in the grid must not make its combination run twice (and another never)
+                "points_to_evaluate": [{"tau": 4.0, "beta": 0.1}],
+                "scheduler": {"type": "none"},
+            },
+        }
+    )
     summary = service.run(sweep)
 
     expected = Counter(itertools.product(grid["tau"], grid["beta"]))

@@ -166,14 +166,22 @@ BAD_OVERRIDES = [
     (["search.space.distance={type: choice, values: [mse, cosine]}"], r"space\.distance\.values\[1\]: 'cosine'"),
     (["search.space={}"], r"search\.space: .*at least 1 item"),
     # first points
-    (["search.points_to_evaluate=[{tau: 4.0, mu: 5.0, beta: 0.1}]"],
-     r"search\.points_to_evaluate\[0\]\.mu: 5\.0 is outside .*\[-1\.0, 2\.0\]"),
-    (["search.points_to_evaluate=[{tau: 4.0, mu: 0.0, beta: 0.1, weight: 3.0}]"],
-     r"search\.points_to_evaluate\[0\]\.weight: not in search\.space"),
+    (
+        ["search.points_to_evaluate=[{tau: 4.0, mu: 5.0, beta: 0.1}]"],
+        r"search\.points_to_evaluate\[0\]\.mu: 5\.0 is outside .*\[-1\.0, 2\.0\]",
+    ),
+    (
+        ["search.points_to_evaluate=[{tau: 4.0, mu: 0.0, beta: 0.1, weight: 3.0}]"],
+        r"search\.points_to_evaluate\[0\]\.weight: not in search\.space",
+    ),
     (["search.points_to_evaluate=[{tau: 4.0, mu: 0.0}]"], r"points_to_evaluate\[0\]: missing \['beta'\]"),
-    (["search.num_samples=1",
-      "search.points_to_evaluate=[{tau: 4.0, mu: 0.0, beta: 0.1}, {tau: 2.0, mu: 1.0, beta: 0.5}]"],
-     r"search\.num_samples: 1 is fewer than the 2 points_to_evaluate"),
+    (
+        [
+            "search.num_samples=1",
+            "search.points_to_evaluate=[{tau: 4.0, mu: 0.0, beta: 0.1}, {tau: 2.0, mu: 1.0, beta: 0.5}]",
+        ],
+        r"search\.num_samples: 1 is fewer than the 2 points_to_evaluate",
+    ),
     # scheduler, stages, baselines
     (["search.scheduler.grace_period=500"], r"search\.scheduler\.grace_period: 500 exceeds max_t \(150"),
     (["search.scheduler.max_t=400"], r"search\.scheduler\.max_t: 400 exceeds .*max_iters \(150\)"),
@@ -192,8 +200,9 @@ BAD_OVERRIDES = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "expected"), BAD_OVERRIDES,
-                         ids=[" ".join(case[0])[:60] for case in BAD_OVERRIDES])
+@pytest.mark.parametrize(
+    ("overrides", "expected"), BAD_OVERRIDES, ids=[" ".join(case[0])[:60] for case in BAD_OVERRIDES]
+)
 def test_bad_sweep_names_file_and_field(tmp_path, overrides, expected):
     path = write(tmp_path, quickstart_raw(), "bad_sweep.yaml")
     with pytest.raises(ConfigError) as error:
@@ -272,6 +281,7 @@ def reference_concurrency(cpus_per_trial, gpus_per_trial, available, cap):
     """Counts trials one at a time until the next would not fit."""
     have_cpus, have_gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
     count = 0
+
     def fits(trials):
         return trials * cpus_per_trial <= have_cpus + 1e-9 and trials * gpus_per_trial <= have_gpus + 1e-9
 
@@ -306,9 +316,11 @@ def test_check_resources_counts_concurrent_trials(tmp_path, workers, cpus, gpus,
 @pytest.mark.parametrize(
     ("available", "expected"),
     [
-        ({"CPU": 16.0, "GPU": 8.0},
-         r"train\.resources\.num_workers x cpus_per_worker \+ resources\.trial_cpus: one trial needs 16\.01 CPUs, "
-         r"the cluster has 16;"),
+        (
+            {"CPU": 16.0, "GPU": 8.0},
+            r"train\.resources\.num_workers x cpus_per_worker \+ resources\.trial_cpus: one trial needs 16\.01 CPUs, "
+            r"the cluster has 16;",
+        ),
         ({"CPU": 64.0}, r"train\.resources\.num_workers x gpus_per_worker: one trial needs 4 GPUs, the cluster has 0;"),
         ({"CPU": 64.0, "GPU": 3.0}, r"gpus_per_worker: one trial needs 4 GPUs, the cluster has 3"),
     ],
@@ -402,10 +414,16 @@ GRID_SPACE = {
 def grid_raw(**search) -> dict:
     """The quickstart as a 3 x 3 x 3 grid over tau, mu, beta with the Table I point in it."""
     raw = quickstart_raw()
-    raw["search"].update({
-        "sampler": "grid", "num_samples": 27, "space": GRID_SPACE, "scheduler": {"type": "none"},
-        "points_to_evaluate": [{"tau": 2.83, "mu": 0.5, "beta": 0.1}], **search,
-    })
+    raw["search"].update(
+        {
+            "sampler": "grid",
+            "num_samples": 27,
+            "space": GRID_SPACE,
+            "scheduler": {"type": "none"},
+            "points_to_evaluate": [{"tau": 2.83, "mu": 0.5, "beta": 0.1}],
+            **search,
+        }
+    )
     return raw
 
 
@@ -418,34 +436,55 @@ def test_sampler_defaults_to_tpe_and_a_full_grid_loads(tmp_path):
     no_points = load(write(tmp_path, grid_raw(points_to_evaluate=[], num_samples=27)))
     assert no_points.search.points_to_evaluate == []
     # a one-parameter grid of strings, and a mixed 2 x 3 grid
-    mixed = grid_raw(num_samples=6, points_to_evaluate=[], space={
-        "distance": {"type": "choice", "values": ["mse", "l1"]}, "tau": GRID_SPACE["tau"]})
+    mixed = grid_raw(
+        num_samples=6,
+        points_to_evaluate=[],
+        space={"distance": {"type": "choice", "values": ["mse", "l1"]}, "tau": GRID_SPACE["tau"]},
+    )
     assert grid_size(load(write(tmp_path, mixed)).search) == 6
 
 
 BAD_GRIDS = [
     # every searched parameter must be a choice, each named
-    ({"space": {**GRID_SPACE, "tau": {"type": "loguniform", "low": 1.0, "high": 8.0}}},
-     [r"search\.space\.tau\.type: a grid sweep \(search\.sampler: grid\) needs type 'choice'.*got 'loguniform'"]),
-    ({"space": {**GRID_SPACE, "mu": {"type": "uniform", "low": -1.0, "high": 2.0},
-                "beta": {"type": "loguniform", "low": 0.01, "high": 1.0}}},
-     [r"search\.space\.mu\.type: .*got 'uniform'", r"search\.space\.beta\.type: .*got 'loguniform'"]),
+    (
+        {"space": {**GRID_SPACE, "tau": {"type": "loguniform", "low": 1.0, "high": 8.0}}},
+        [r"search\.space\.tau\.type: a grid sweep \(search\.sampler: grid\) needs type 'choice'.*got 'loguniform'"],
+    ),
+    (
+        {
+            "space": {
+                **GRID_SPACE,
+                "mu": {"type": "uniform", "low": -1.0, "high": 2.0},
+                "beta": {"type": "loguniform", "low": 0.01, "high": 1.0},
+            }
+        },
+        [r"search\.space\.mu\.type: .*got 'uniform'", r"search\.space\.beta\.type: .*got 'loguniform'"],
+    ),
     # the trial count is the grid's size, the expected number named (write() sorts the keys)
-    ({"num_samples": 8},
-     [r"search\.num_samples: a grid sweep runs every combination once: must be 27 \(3 beta x 3 mu x 3 tau\), got 8"]),
+    (
+        {"num_samples": 8},
+        [r"search\.num_samples: a grid sweep runs every combination once: must be 27 \(3 beta x 3 mu x 3 tau\), got 8"],
+    ),
     ({"num_samples": 28}, [r"search\.num_samples: .*must be 27 .*got 28"]),
     # first points must be grid points
-    ({"points_to_evaluate": [{"tau": 4.0, "mu": 0.5, "beta": 0.1}]},
-     [r"search\.points_to_evaluate\[0\]\.tau: 4\.0 is outside search\.space\.tau: choice \[1\.0, 2\.83, 8\.0\]"]),
-    ({"points_to_evaluate": [{"tau": 2.83, "mu": 0.5, "beta": 0.1}, {"tau": 8.0, "mu": 0.0, "beta": 1.0}]},
-     [r"search\.points_to_evaluate\[1\]\.mu: 0\.0 is outside"]),
+    (
+        {"points_to_evaluate": [{"tau": 4.0, "mu": 0.5, "beta": 0.1}]},
+        [r"search\.points_to_evaluate\[0\]\.tau: 4\.0 is outside search\.space\.tau: choice \[1\.0, 2\.83, 8\.0\]"],
+    ),
+    (
+        {"points_to_evaluate": [{"tau": 2.83, "mu": 0.5, "beta": 0.1}, {"tau": 8.0, "mu": 0.0, "beta": 1.0}]},
+        [r"search\.points_to_evaluate\[1\]\.mu: 0\.0 is outside"],
+    ),
     # an unknown sampler
     ({"sampler": "random"}, [r"search\.sampler: Input should be 'tpe' or 'grid'"]),
 ]
 
 
-@pytest.mark.parametrize(("search", "expected"), BAD_GRIDS, ids=[str(sorted(case[0]))[:40] + str(index)
-                                                                  for index, case in enumerate(BAD_GRIDS)])
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    BAD_GRIDS,
+    ids=[str(sorted(case[0]))[:40] + str(index) for index, case in enumerate(BAD_GRIDS)],
+)
 def test_bad_grid_sweep_names_the_field(tmp_path, search, expected):
     path = write(tmp_path, grid_raw(**search), "bad_grid.yaml")
     with pytest.raises(ConfigError) as error:
@@ -465,9 +504,12 @@ def test_a_grid_with_a_continuous_range_is_not_counted(tmp_path):
     assert "search.space.tau.type" in str(error.value) and "search.num_samples" not in str(error.value)
 
 
-@pytest.mark.parametrize(("num_samples", "configured", "expected"),
-                         [(1, None, 2), (8, None, 2), (16, None, 4), (27, None, 6), (200, None, 10), (8, 5, 5)])
+@pytest.mark.parametrize(
+    ("num_samples", "configured", "expected"),
+    [(1, None, 2), (8, None, 2), (16, None, 4), (27, None, 6), (200, None, 10), (8, 5, 5)],
+)
 def test_tpe_startup_is_a_quarter_of_the_sweep_within_two_to_ten(num_samples, configured, expected):
     search = load(SEARCH_SPACES / "quickstart.yaml").search.model_copy(
-        update={"num_samples": num_samples, "startup_trials": configured})
+        update={"num_samples": num_samples, "startup_trials": configured}
+    )
     assert startup_trials(search) == expected

@@ -30,7 +30,9 @@ def teacher_checkpoint(ray_local, tmp_path_factory) -> str:
 
     output = tmp_path_factory.mktemp("teacher")
     config = tiny_config(
-        output, name="tiny-teacher", student=dict(TINY_TEACHER),
+        output,
+        name="tiny-teacher",
+        student=dict(TINY_TEACHER),
         tracking={"experiment": "tests", "uri": f"sqlite:///{output}/mlflow/mlflow.db"},
     )
     return str(run_training(config)["checkpoint"])
@@ -70,6 +72,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_l
     assert "failing on purpose at iteration 3" in child.data.tags["hwd.failure_reason"]
     assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
 
+
 DRIVER = """
 import json, sys
 from hwd_tune.sweep import service
@@ -86,8 +89,11 @@ def _finished_children(tracking_uri: str) -> dict[str, str]:
     from hwd_tune import tracking
 
     runs = tracking.find_runs(tracking_uri, "tests", {"hwd.job": "trial"})
-    return {run.tags[layout.TRIAL_ID_TAG]: run.run_id for run in runs
-            if run.tags.get(layout.TRIAL_STATUS_TAG) in ("completed", "stopped_early")}
+    return {
+        run.tags[layout.TRIAL_ID_TAG]: run.run_id
+        for run in runs
+        if run.tags.get(layout.TRIAL_STATUS_TAG) in ("completed", "stopped_early")
+    }
 
 
 def _kill_session(process) -> None:
@@ -125,8 +131,10 @@ def test_resume_after_the_driver_is_killed_continues_without_re_running_finished
     tracking_uri = sweep.train.tracking.uri
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, json.dumps(sweep.model_dump(mode="json"))],
-        cwd=Path(__file__).resolve().parents[2], start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 300
@@ -164,7 +172,8 @@ def test_resume_after_the_driver_is_killed_continues_without_re_running_finished
     assert parent.info.status == "FINISHED" and parent.data.tags["hwd.resume_count"] == "1"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(run.data.tags[layout.TRIAL_ID_TAG] for run in children) == sorted(
-        row.trial_id for row in summary.trials)
+        row.trial_id for row in summary.trials
+    )
     assert parent.data.tags["hwd.sweep"] == "tiny"
     for row in summary.trials:
         child = client.get_run(row.run_id)

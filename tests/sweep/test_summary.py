@@ -9,7 +9,7 @@ from tests.sweep.helpers import tiny_sweep
 def test_failure_reason_is_the_innermost_error_line():
     wrapped = (
         "ray.train.WorkerGroupError: Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n"
-        "Traceback (most recent call last):\n  File \"loop.py\", line 3\n"
+        'Traceback (most recent call last):\n  File "loop.py", line 3\n'
         "RuntimeError: failing on purpose at iteration 2 (loop_config fail_at_iteration test hook)\n"
     )
     assert summary.failure_reason(wrapped) == (

@@ -69,10 +69,25 @@ def http_server(tmp_path):
         port = probe.getsockname()[1]
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server_artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its workers share our group id
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server_artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its workers share our group id
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -83,7 +98,8 @@ def http_server(tmp_path):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                    log_tail = (tmp_path / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"mlflow server did not start: {log_tail}") from None
                 time.sleep(0.5)
         yield uri
     finally:

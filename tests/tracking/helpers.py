@@ -11,9 +11,7 @@ PASSWORD = "s3cr3t-Pa55"
 
 
 def new_run(store, key, experiment="unit", **kwargs):
-    return tracking.start_run(
-        tracking_uri=store[1], experiment=experiment, run_key=key, run_name=key, **kwargs
-    )
+    return tracking.start_run(tracking_uri=store[1], experiment=experiment, run_key=key, run_name=key, **kwargs)
 
 
 def download(client, run_id, path, tmp_path):

@@ -1,6 +1,5 @@
 """hwd_tune.tracking.params: every config value under its dotted key, plus the aliases."""
 
-
 import pytest
 
 from hwd_tune import tracking
@@ -21,13 +20,15 @@ def reference_leaves(node, prefix=""):
 
 
 def test_flatten_params_has_every_value_and_the_aliases():
-    config = TrainConfig.model_validate({
-        "teacher": {"source": "models:/teacher-ade20k-deeplabv3_resnet101@iter-80k"},
-        "method": {"name": "hwd", "params": {"tau": 2.0, "mu": 0.5}},
-        "data": {"name": "ade20k"},
-        "schedule": {"max_iters": 1234},
-        "tracking": {"uri": f"http://alice:{PASSWORD}@mlflow:5000"},
-    })
+    config = TrainConfig.model_validate(
+        {
+            "teacher": {"source": "models:/teacher-ade20k-deeplabv3_resnet101@iter-80k"},
+            "method": {"name": "hwd", "params": {"tau": 2.0, "mu": 0.5}},
+            "data": {"name": "ade20k"},
+            "schedule": {"max_iters": 1234},
+            "tracking": {"uri": f"http://alice:{PASSWORD}@mlflow:5000"},
+        }
+    )
     flat = tracking.flatten_params(config.model_dump(mode="json"))
     assert all(isinstance(value, str) for value in flat.values())
     for key, value in reference_leaves(config.model_dump(mode="json")).items():
@@ -41,8 +42,13 @@ def test_flatten_params_has_every_value_and_the_aliases():
     assert flat["data.scale_range"] == "[0.5, 2.0]" and flat["teacher.milestones"] == "[80000, 160000]"
     aliases = {key: flat[key] for key in tracking.PARAM_ALIASES}
     assert aliases == {
-        "tau": "2.0", "mu": "0.5", "beta": "0.1", "method": "hwd", "dataset": "ade20k",
-        "student": "deeplabv3_resnet18", "teacher": "models:/teacher-ade20k-deeplabv3_resnet101@iter-80k",
+        "tau": "2.0",
+        "mu": "0.5",
+        "beta": "0.1",
+        "method": "hwd",
+        "dataset": "ade20k",
+        "student": "deeplabv3_resnet18",
+        "teacher": "models:/teacher-ade20k-deeplabv3_resnet101@iter-80k",
         "max_iters": "1234",
     }
     assert all(PASSWORD not in value for value in flat.values())

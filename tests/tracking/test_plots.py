@@ -53,8 +53,7 @@ def test_channel_weights_heatmap_and_raw_values(store, client, tmp_path):
         rows = list(csv.reader(handle))
     assert rows[0] == ["iteration", *names]
     assert [int(row[0]) for row in rows[1:]] == iterations
-    np.testing.assert_array_equal(np.array([[float(v) for v in row[1:]] for row in rows[1:]]),
-                                  weights.double().numpy())
+    np.testing.assert_array_equal(np.array([[float(v) for v in row[1:]] for row in rows[1:]]), weights.double().numpy())
     with Image.open(local / "channel_weights.png") as image:
         assert image.format == "PNG"
     with pytest.raises(ValueError, match=r"weights must be \[T, C\] = \[2 iterations, 4 classes\]"):

@@ -14,8 +14,15 @@ from tests.tracking.helpers import download
 
 @pytest.mark.parametrize(
     "iteration, alias",
-    [(80000, "iter-80k"), (160000, "iter-160k"), (1000, "iter-1k"), (1500, "iter-1500"), (250, "iter-250"),
-     (100, "iter-100"), (1, "iter-1")],
+    [
+        (80000, "iter-80k"),
+        (160000, "iter-160k"),
+        (1000, "iter-1k"),
+        (1500, "iter-1500"),
+        (250, "iter-250"),
+        (100, "iter-100"),
+        (1, "iter-1"),
+    ],
 )
 def test_milestone_alias_rule_and_mlflow_accepts_it(iteration, alias):
     assert tracking.milestone_alias(iteration) == alias
@@ -53,8 +60,12 @@ def test_register_teacher_versions_and_aliases(teachers, client, tmp_path):
 
 def test_registering_the_same_milestone_again_gets_a_new_path(store, teachers, client, tmp_path):
     version = tracking.register_teacher(
-        tracking_uri=store[1], run_id=teachers["run_id"], checkpoint_dir=teachers["checkpoints"][0],
-        dataset="synthetic", arch="deeplabv3_resnet18", aliases=[],  # e.g. re-registered after a resume
+        tracking_uri=store[1],
+        run_id=teachers["run_id"],
+        checkpoint_dir=teachers["checkpoints"][0],
+        dataset="synthetic",
+        arch="deeplabv3_resnet18",
+        aliases=[],  # e.g. re-registered after a resume
     )
     assert client.get_model_version(teachers["name"], str(version)).tags["hwd.artifact_path"] == "teacher/iter-100-2"
     assert client.get_registered_model(teachers["name"]).aliases["best"] == 2  # untouched

@@ -25,7 +25,9 @@ def test_failure_reason_is_a_tag(store, client):
 
 def test_params_read_back_and_relogging_on_resume(store, client):
     run_id = new_run(store, "params", experiment="logging")
-    config = TrainConfig.model_validate({"method": {"name": "hwd", "params": {"tau": 3.0}}, "teacher": {"source": "t.pth"}})
+    config = TrainConfig.model_validate(
+        {"method": {"name": "hwd", "params": {"tau": 3.0}}, "teacher": {"source": "t.pth"}}
+    )
     flat = {**tracking.flatten_params(config.model_dump(mode="json")), **{f"extra.{i}": str(i) for i in range(60)}}
     assert len(flat) > 100  # more than one MLflow batch
     run_logger = tracking.RunLogger(store[1], run_id)
@@ -45,8 +47,11 @@ def test_params_read_back_and_relogging_on_resume(store, client):
 
 def test_metrics_read_back_at_their_steps(store, client):
     run_logger = tracking.RunLogger(store[1], new_run(store, "metrics", experiment="logging"))
-    logged = {0: {"loss": 2.5, "val_miou": 10.0}, 400: {"loss": 1.25, "val_miou": float("nan")},
-              800: {"loss": torch.tensor(0.75), "val_miou": 31.5}}
+    logged = {
+        0: {"loss": 2.5, "val_miou": 10.0},
+        400: {"loss": 1.25, "val_miou": float("nan")},
+        800: {"loss": torch.tensor(0.75), "val_miou": 31.5},
+    }
     for step, metrics in logged.items():
         run_logger.log_metrics(metrics, step=step)
     for key in ("loss", "val_miou"):

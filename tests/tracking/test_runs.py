@@ -1,6 +1,5 @@
 """hwd_tune.tracking.runs against a real MLflow sqlite store: a run found again by its key, nested runs."""
 
-
 import pytest
 
 from hwd_tune import tracking

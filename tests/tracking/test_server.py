@@ -1,6 +1,5 @@
 """The tracking package against a real `mlflow server` with proxied artifacts (slow)."""
 
-
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -20,16 +19,21 @@ def test_register_and_resolve_through_an_http_server(http_server, tmp_path):
     assert MlflowClient(http_server).get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     checkpoint = write_checkpoint(tmp_path / "ckpt", state, 80000)
     version = tracking.register_teacher(
-        tracking_uri=http_server, run_id=run_id, checkpoint_dir=checkpoint,
-        dataset="synthetic", arch="tiny", aliases=[tracking.milestone_alias(80000), "best"],
+        tracking_uri=http_server,
+        run_id=run_id,
+        checkpoint_dir=checkpoint,
+        dataset="synthetic",
+        arch="tiny",
+        aliases=[tracking.milestone_alias(80000), "best"],
     )
     assert version == 1
     for source in ("models:/teacher-synthetic-tiny@iter-80k", f"runs:/{run_id}/teacher/iter-80k"):
         path = tracking.resolve_teacher(source, tracking_uri=http_server, cache_dir=tmp_path / "cache")
         assert_same_state(path, state)
     with pytest.raises(ValueError, match=r"aliases are \{'best': 1, 'iter-80k': 1\}"):
-        tracking.resolve_teacher("models:/teacher-synthetic-tiny@iter-160k", tracking_uri=http_server,
-                                 cache_dir=tmp_path / "cache")
+        tracking.resolve_teacher(
+            "models:/teacher-synthetic-tiny@iter-160k", tracking_uri=http_server, cache_dir=tmp_path / "cache"
+        )
     run_logger.finish("FINISHED")
 
 
@@ -41,15 +45,27 @@ def test_teacher_and_distillation_log_to_an_http_server(http_server, ray_local, 
     from trainables.launch import run_training
 
     remote = {"uri": http_server, "experiment": "remote"}
-    teacher = run_training(tiny_config(
-        tmp_path, name="remote-teacher", student=dict(TINY_TEACHER), teacher={"milestones": [10]},
-        schedule={"max_iters": 10, "val_interval": 10}, tracking=remote,
-    ))
-    student = run_training(tiny_config(
-        tmp_path, name="remote-student", job="distill", method={"name": "hwd"}, tracking=remote,
-        teacher={"source": "models:/teacher-synthetic-deeplabv3_resnet18@iter-10"},
-        schedule={"max_iters": 6, "val_interval": 3},
-    ))
+    teacher = run_training(
+        tiny_config(
+            tmp_path,
+            name="remote-teacher",
+            student=dict(TINY_TEACHER),
+            teacher={"milestones": [10]},
+            schedule={"max_iters": 10, "val_interval": 10},
+            tracking=remote,
+        )
+    )
+    student = run_training(
+        tiny_config(
+            tmp_path,
+            name="remote-student",
+            job="distill",
+            method={"name": "hwd"},
+            tracking=remote,
+            teacher={"source": "models:/teacher-synthetic-deeplabv3_resnet18@iter-10"},
+            schedule={"max_iters": 6, "val_interval": 3},
+        )
+    )
     assert teacher["tracking_uri"] == student["tracking_uri"] == http_server
     client = MlflowClient(http_server)
     assert set(client.get_registered_model("teacher-synthetic-deeplabv3_resnet18").aliases) == {"iter-10", "best"}

@@ -1,6 +1,5 @@
 """hwd_tune.tracking.store: tracking URIs, artifact locations and redaction (no store needed)."""
 
-
 import pytest
 
 from hwd_tune import tracking
@@ -33,15 +32,19 @@ def test_artifact_location_sits_next_to_a_sqlite_store_only(tmp_path):
     "uri, expected",
     [
         (f"http://alice:{PASSWORD}@mlflow:5000", "http://alice:***@mlflow:5000"),
-        (f"postgresql://bob:{PASSWORD}@db:5432/mlflow?sslmode=require",
-         "postgresql://bob:***@db:5432/mlflow?sslmode=require"),
+        (
+            f"postgresql://bob:{PASSWORD}@db:5432/mlflow?sslmode=require",
+            "postgresql://bob:***@db:5432/mlflow?sslmode=require",
+        ),
         (f"https://{PASSWORD}@host/path", "https://***@host/path"),  # a lone token is a secret too
         (f"mysql://carol:p@ss{PASSWORD}@db/x", "mysql://carol:***@db/x"),  # raw '@' in the password
         (f"https://host/api?user=dan&token={PASSWORD}&x=1", "https://host/api?user=dan&token=***&x=1"),
         ("sqlite:////tmp/out/mlflow/mlflow.db", "sqlite:////tmp/out/mlflow/mlflow.db"),
         ("http://mlflow:5000/a@b", "http://mlflow:5000/a@b"),  # '@' in the path is not userinfo
-        (f"error: see http://u:{PASSWORD}@h:1/x and https://{PASSWORD}@g/y",  # URIs inside text
-         "error: see http://u:***@h:1/x and https://***@g/y"),
+        (
+            f"error: see http://u:{PASSWORD}@h:1/x and https://{PASSWORD}@g/y",  # URIs inside text
+            "error: see http://u:***@h:1/x and https://***@g/y",
+        ),
     ],
 )
 def test_redact_uri_hides_passwords_and_tokens(uri, expected):

@@ -1,6 +1,5 @@
 """hwd_tune.tracking.teachers: a teacher source (registry URI, run artifact, file) to a local file."""
 
-
 import pytest
 import torch
 

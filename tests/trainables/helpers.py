@@ -19,7 +19,9 @@ def tiny_config(output_dir: Path, **sections: Any) -> TrainConfig:
         "output_dir": str(output_dir),
         "seed": 0,
         "data": {
-            "crop_size": 48, "scale_range": [1.0, 1.0], "loader_workers": 0,
+            "crop_size": 48,
+            "scale_range": [1.0, 1.0],
+            "loader_workers": 0,
             "synthetic": {"num_classes": 4, "image_size": 48, "train_samples": 64, "val_samples": 8},
         },
         "student": dict(TINY_STUDENT),

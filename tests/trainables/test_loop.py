@@ -9,7 +9,7 @@ import torch
 from mlflow import MlflowClient
 
 from tests.trainables.helpers import tiny_config
-from trainables.checkpointing import MODEL_FILE, load_checkpoint
+from trainables.checkpointing import load_checkpoint
 from trainables.launch import build_trainer, run_name, run_training
 from trainables.loop import model_from_config
 
@@ -31,8 +31,9 @@ def test_two_workers_of_batch_2_make_the_same_update_as_one_worker_of_batch_4(ra
     order of float sums differs."""
     common = {"student": {"norm": "none", "dropout": False}, "schedule": {"max_iters": 2, "val_interval": 2}}
     one = fit(tiny_config(tmp_path / "one", name="ddp-one", **common))
-    two = fit(tiny_config(tmp_path / "two", name="ddp-two", resources={"num_workers": 2, "cpus_per_worker": 0.5},
-                          **common))
+    two = fit(
+        tiny_config(tmp_path / "two", name="ddp-two", resources={"num_workers": 2, "cpus_per_worker": 0.5}, **common)
+    )
     assert one.metrics["iteration"] == two.metrics["iteration"] == 2
     single, parallel = final_weights(one), final_weights(two)
     assert single.keys() == parallel.keys()
@@ -66,15 +67,17 @@ def test_killed_worker_is_restarted_and_the_run_equals_an_uninterrupted_one(ray_
     client = MlflowClient(faulty["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert [run.info.run_name for run in runs] == ["faulty"]  # one MLflow run, not one per restart
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 4, 8] or \
-        [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 8]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 4, 8] or [
+        m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")
+    ] == [4, 8]
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(ray_local, tmp_path):
     """An absurd learning rate makes the loss overflow: the run fails naming the iteration and
     the loss terms, and the checkpoint reported before that is intact."""
-    config = tiny_config(tmp_path, name="diverges", optimizer={"lr": 1e12},
-                         schedule={"max_iters": 30, "val_interval": 1})
+    config = tiny_config(
+        tmp_path, name="diverges", optimizer={"lr": 1e12}, schedule={"max_iters": 30, "val_interval": 1}
+    )
     trainer = build_trainer(config, tracking_uri=None, mlflow_run_id=None)
     with pytest.raises(Exception, match=r"non-finite loss at iteration (\d+): \{'ce'") as failure:
         trainer.fit()

@@ -24,7 +24,9 @@ def trained_teacher(ray_local, tmp_path_factory):
     """A tiny teacher trained for 300 iterations with milestones at 150 and 300."""
     output = tmp_path_factory.mktemp("pipeline")
     config = tiny_config(
-        output, student=dict(TINY_TEACHER), teacher={"milestones": [150, 300]},
+        output,
+        student=dict(TINY_TEACHER),
+        teacher={"milestones": [150, 300]},
         schedule={"max_iters": 300, "val_interval": 100, "log_interval": 50},
     )
     return output, config, run_training(config)
@@ -58,7 +60,9 @@ def constant_prediction_miou(config) -> float:
 def test_distillation_with_hwd_from_the_registry_alias(trained_teacher):
     output, _, _ = trained_teacher
     config = tiny_config(
-        output, job="distill", method={"name": "hwd", "params": {"mu": 0.5, "beta": 0.2}},
+        output,
+        job="distill",
+        method={"name": "hwd", "params": {"mu": 0.5, "beta": 0.2}},
         teacher={"source": f"models:/{TEACHER_NAME}@best"},
         schedule={"max_iters": 20, "val_interval": 10, "log_interval": 5},
     )
@@ -80,8 +84,10 @@ def test_bad_teacher_inputs_fail_before_training(trained_teacher, tmp_path):
         preflight(missing_alias, default_tracking_uri(output))
 
     wrong_classes = tmp_path / "five_classes.pt"
-    torch.save(build_model(TINY_TEACHER["arch"], 5, width_multiplier=TINY_TEACHER["width_multiplier"]).state_dict(),
-               wrong_classes)
+    torch.save(
+        build_model(TINY_TEACHER["arch"], 5, width_multiplier=TINY_TEACHER["width_multiplier"]).state_dict(),
+        wrong_classes,
+    )
     with pytest.raises(ValueError, match=r"head\.block\.4\.weight: checkpoint \[5,"):
         preflight(tiny_config(output, teacher={"source": str(wrong_classes)}, **distill), None)
 
