@@ -2,19 +2,25 @@
 
 Modules: `config` (the sweep file's schema and loading), `layout` (where its files go, how its
 runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `service` (`run`),
-`summary` (trial rows, plots, the best config) and `quickstart` (the README's main job).
+`summary` (trial rows, plots, the best config), `final_stage` (the best configurations, Table I
+and the baselines retrained with several seeds) with `statistics` (means, intervals, paired
+tests) and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (
     ParameterRange,
     SweepConfig,
+    TunedBaseline,
     baseline_train_config,
     check_resources,
+    final_job_config,
     grid_size,
     load,
     startup_trials,
     trial_train_config,
+    tuned_baseline_sweep,
 )
+from hwd_tune.sweep.final_stage import Candidate, CandidateResult, FinalStageResult
 from hwd_tune.sweep.layout import (
     BEST_CONFIG_FILE,
     REPORT_FOLDER,
@@ -38,7 +44,16 @@ from hwd_tune.sweep.searcher import (
     tune_domain,
 )
 from hwd_tune.sweep.service import run
-from hwd_tune.sweep.summary import JobResult, SweepSummary, TrialRow, failure_reason, print_summary
+from hwd_tune.sweep.statistics import PairedDifference, SeedStats, paired_difference, seed_stats
+from hwd_tune.sweep.summary import (
+    JobResult,
+    SweepSummary,
+    TrialRow,
+    TunedBaselineResult,
+    failure_reason,
+    final_verdict,
+    print_summary,
+)
 
 __all__ = [
     "BEST_CONFIG_FILE",
@@ -49,12 +64,19 @@ __all__ = [
     "TRIAL_ID_TAG",
     "TRIAL_STATUS_TAG",
     "TUNE_FOLDER",
+    "Candidate",
+    "CandidateResult",
+    "FinalStageResult",
     "JobResult",
+    "PairedDifference",
     "ParameterRange",
     "ResumableOptunaSearch",
+    "SeedStats",
     "SweepConfig",
     "SweepSummary",
     "TrialRow",
+    "TunedBaseline",
+    "TunedBaselineResult",
     "absolute_storage_url",
     "baseline_train_config",
     "build_scheduler",
@@ -62,15 +84,20 @@ __all__ = [
     "check_resources",
     "close_orphaned_optuna_trials",
     "failure_reason",
+    "final_job_config",
+    "final_verdict",
     "grid_size",
     "load",
     "optuna_storage",
+    "paired_difference",
     "print_summary",
     "run",
+    "seed_stats",
     "startup_trials",
     "sweep_dir",
     "sweep_key",
     "trial_run_key",
     "trial_train_config",
     "tune_domain",
+    "tuned_baseline_sweep",
 ]

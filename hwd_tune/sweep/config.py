@@ -102,11 +102,28 @@ class SchedulerConfig(StrictModel):
     max_t: int | None = Field(None, ge=1)  # None: train.schedule.max_iters (filled in at load)
 
 
+FinalInclude = Literal["table_i", "baselines"]
+
+
 class FinalStageConfig(StrictModel):
-    """Optional last stage: retrain the best `top_k` configurations at full length."""
+    """Optional last stage: the best `top_k` configurations (and Table I, the baselines) retrained
+    with every seed, so the winner is chosen by its mean over seeds, not by one lucky draw."""
 
     top_k: int = Field(0, ge=0)  # 0: no final stage
     max_iters: int | None = Field(None, ge=1)  # None: train.schedule.max_iters (filled in at load)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)  # training seeds: each configuration once per seed
+    # also retrained: the paper's point (the first of points_to_evaluate, if any) and the baselines
+    include: list[FinalInclude] = ["table_i", "baselines"]
+
+
+class TunedBaseline(StrictModel):
+    """A baseline tuned like the main method: same sampler, scheduler, budget; its own study."""
+
+    name: str  # a method of METHOD_PARAMS, e.g. cwd
+    space: dict[str, ParameterRange] = Field(min_length=1)  # its parameters -> ranges (e.g. tau, weight)
+
+
+BaselineEntry = str | TunedBaseline  # a method run at its published defaults, or one tuned
 
 
 class SearchConfig(StrictModel):
@@ -127,7 +144,8 @@ class SearchConfig(StrictModel):
     points_to_evaluate: list[dict[str, ParameterValue]] = []  # the paper's Table I values first
     scheduler: SchedulerConfig = SchedulerConfig()
     storage: str | None = None  # Optuna storage URL; None: sqlite:///<output_dir>/<name>/optuna.db
-    baselines: list[str] = ["none", "cwd"]  # run once each with default params (Table II columns)
+    # Table II columns: a name runs at the method's published defaults; {name, space} is tuned too
+    baselines: list[BaselineEntry] = ["none", "cwd"]
     final: FinalStageConfig = FinalStageConfig()
 
 
@@ -197,7 +215,8 @@ def sweep_problems(sweep: SweepConfig) -> Problems:
     problems += _point_problems(sweep.search)
     problems += _budget_problems(sweep)
     problems += _grid_problems(sweep.search)
-    problems += _baseline_problems(sweep.search.baselines)
+    problems += _baseline_problems(sweep)
+    problems += _final_problems(sweep.search)
     storage = sweep.search.storage
     if storage is not None and "://" not in storage:
         example = "sqlite:///outputs/optuna.db"
@@ -207,13 +226,17 @@ def sweep_problems(sweep: SweepConfig) -> Problems:
 
 
 def _space_problems(sweep: SweepConfig) -> Problems:
-    """Each searched parameter must belong to the tuned method and every bound must satisfy its
-    params model (beta in (0, 1], tau > 0, ...), checked by validating the bounds with it."""
-    method = sweep.train.method.name
+    """Each searched parameter belongs to the tuned method and every bound satisfies its params model."""
+    return _range_problems(sweep.train.method.name, sweep.train.method.params, sweep.search.space)
+
+
+def _range_problems(method: str, base_params: Mapping[str, Any], space: Mapping[str, ParameterRange]) -> Problems:
+    """Each parameter of `space` must belong to `method` and every bound must satisfy its params
+    model (beta in (0, 1], tau > 0, ...), checked by validating the bounds with it."""
     params_model = METHOD_PARAMS[method]
     fields = params_model.model_fields
     problems = []
-    for name, parameter_range in sweep.search.space.items():
+    for name, parameter_range in space.items():
         field = f"search.space.{name}"
         if name not in fields:
             message = f"not a parameter of method {method!r}; expected one of {sorted(fields)}"
@@ -225,7 +248,7 @@ def _space_problems(sweep: SweepConfig) -> Problems:
             continue
         for bound, value in parameter_range.bounds().items():
             try:
-                params_model.model_validate({**sweep.train.method.params, name: value})
+                params_model.model_validate({**base_params, name: value})
             except ValidationError as error:
                 allowed = "; ".join(item["msg"] for item in error.errors() if item["loc"][:1] == (name,))
                 message = f"{value!r} is not allowed for {name} of method {method!r}: {allowed}"
@@ -311,16 +334,37 @@ def _grid_problems(search: SearchConfig) -> Problems:
     return problems
 
 
-def _baseline_problems(baselines: list[str]) -> Problems:
-    """Baselines are known methods, each listed once."""
-    problems = [
-        (f"search.baselines[{index}]", f"unknown method {method!r}; expected one of {sorted(METHOD_PARAMS)}")
-        for index, method in enumerate(baselines)
-        if method not in METHOD_PARAMS
-    ]
-    if len(set(baselines)) != len(baselines):
-        problems.append(("search.baselines", f"each method at most once, got {baselines}"))
+def baseline_method(entry: BaselineEntry) -> str:
+    """The method name of a baseline entry (a plain name, or a tuned baseline's `name`)."""
+    return entry if isinstance(entry, str) else entry.name
+
+
+def _baseline_problems(sweep: SweepConfig) -> Problems:
+    """Baselines are known methods other than the tuned one, each listed once; a tuned baseline's
+    space ranges over its own parameters, within what its params model allows."""
+    methods = [baseline_method(entry) for entry in sweep.search.baselines]
+    problems = []
+    for index, (method, entry) in enumerate(zip(methods, sweep.search.baselines)):
+        field = f"search.baselines[{index}]" + ("" if isinstance(entry, str) else ".name")
+        if method not in METHOD_PARAMS:
+            problems.append((field, f"unknown method {method!r}; expected one of {sorted(METHOD_PARAMS)}"))
+        elif isinstance(entry, TunedBaseline):
+            if method == sweep.train.method.name:
+                problems.append((field, f"{method!r} is the method this sweep tunes: a tuned baseline is another one"))
+            else:
+                problems += [
+                    (f"search.baselines[{index}].{sub_field.removeprefix('search.')}", message)
+                    for sub_field, message in _range_problems(method, {}, entry.space)
+                ]
+    if len(set(methods)) != len(methods):
+        problems.append(("search.baselines", f"each method at most once, got {methods}"))
     return problems
+
+
+def _final_problems(search: SearchConfig) -> Problems:
+    """Each final-stage seed once (a repeated seed would count one run twice in the statistics)."""
+    seeds = search.final.seeds
+    return [] if len(set(seeds)) == len(seeds) else [("search.final.seeds", f"each seed at most once, got {seeds}")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,12 +464,48 @@ def baseline_train_config(sweep: SweepConfig, method: str) -> TrainConfig:
     return _train_config(sweep, method, {}, None)
 
 
-def _train_config(sweep: SweepConfig, method: str, params: dict[str, Any], max_iters: int | None) -> TrainConfig:
-    """sweep.train with another method and params (and optionally length), validated again."""
+def final_job_config(sweep: SweepConfig, method: str, params: Mapping[str, Any], seed: int | None) -> TrainConfig:
+    """A final-stage run: `method` with `params` at search.final.max_iters, trained with `seed`
+    (None keeps train.seed: the configuration a user trains again from best_config.yaml)."""
+    if method not in METHOD_PARAMS:
+        raise ValueError(f"{sweep.source}: unknown method {method!r}; expected one of {sorted(METHOD_PARAMS)}")
+    base = sweep.train.method.params if method == sweep.train.method.name else {}
+    sampled = {name: _plain(value) for name, value in params.items()}
+    return _train_config(sweep, method, {**base, **sampled}, sweep.search.final.max_iters, seed)
+
+
+def tuned_baseline_sweep(sweep: SweepConfig, baseline: TunedBaseline) -> SweepConfig:
+    """The search of a tuned baseline: `<name>-<method>`, the same recipe, sampler, scheduler and
+    budget, the baseline's own space and Optuna study; its published defaults are its first point
+    when they lie inside that space. No baselines or final stage of its own."""
+    raw = sweep.model_dump(mode="json")
+    raw["name"] = f"{sweep.name}-{baseline.name}"
+    raw["train"]["method"] = {"name": baseline.name, "params": {}}
+    search = raw["search"]
+    search["space"] = {name: ranged.model_dump(exclude_none=True) for name, ranged in baseline.space.items()}
+    defaults = METHOD_PARAMS[baseline.name]().model_dump()
+    first = {name: defaults[name] for name in baseline.space}
+    inside = all(ranged.contains(first[name]) for name, ranged in baseline.space.items())
+    search["points_to_evaluate"] = [first] if inside else []
+    search["baselines"] = []
+    search["final"] = {"top_k": 0}
+    if search["storage"] == f"sqlite:///{Path(sweep.train.output_dir) / sweep.name / 'optuna.db'}":
+        search["storage"] = None  # the default: next to the baseline's own sweep folder
+    derived = SweepConfig.model_validate(raw)
+    derived._source = f"{sweep.source} (search.baselines: {baseline.name})"
+    return derived
+
+
+def _train_config(
+    sweep: SweepConfig, method: str, params: dict[str, Any], max_iters: int | None, seed: int | None = None
+) -> TrainConfig:
+    """sweep.train with another method and params (and optionally length and seed), validated again."""
     raw = sweep.train.model_dump()
     raw["method"] = {"name": method, "params": params}
     if max_iters is not None:
         raw["schedule"]["max_iters"] = max_iters
+    if seed is not None:
+        raw["seed"] = seed
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as error:

@@ -15,6 +15,7 @@ from hwd_tune.sweep.config import SweepConfig
 
 TUNE_FOLDER = "tune"  # Tune's experiment state: what --resume restores
 TRIALS_FOLDER = "trials"  # each trial's Ray Train run (checkpoints), named by trial id
+FINAL_FOLDER = "final"  # the final stage's Tune experiment (its runs keep their checkpoints in train.output_dir)
 REPORT_FOLDER = "report"  # plots and tables, also logged on the parent run
 BEST_CONFIG_FILE = "best_config.yaml"
 SWEEP_TAG = "hwd.sweep"

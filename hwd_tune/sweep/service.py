@@ -21,7 +21,15 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
-from hwd_tune.sweep.config import SweepConfig, baseline_train_config, check_resources, trial_train_config
+from hwd_tune.sweep.config import (
+    SweepConfig,
+    TunedBaseline,
+    baseline_train_config,
+    check_resources,
+    trial_train_config,
+    tuned_baseline_sweep,
+)
+from hwd_tune.sweep.final_stage import candidates, run_final_stage
 from hwd_tune.sweep.layout import (
     STOPPED_AT_TAG,
     SWEEP_TAG,
@@ -45,8 +53,12 @@ from hwd_tune.sweep.summary import (
     SweepSummary,
     TrialRow,
     TrialStatus,
+    TunedBaselineResult,
+    adopt_final_winner,
     failure_reason,
+    final_stage_rows,
     print_summary,
+    ranked_trials,
     status_of,
     summarise,
     trial_error,
@@ -215,48 +227,60 @@ def run(
 ) -> SweepSummary:
     """Runs (or with `resume`, continues) the sweep to the end; Ray must be initialised.
 
-    `loop_config_hook(params)` adds keys to a trial's loop_config (tests: `fail_at_iteration`).
-    Raises ConfigError before any trial when one trial does not fit the cluster.
+    The search, then each tuned baseline's search, the baselines run at their defaults (unless the
+    final stage retrains them), and the final stage. `loop_config_hook(params)` adds keys to a
+    run's loop_config (tests: `fail_at_iteration`). Raises ConfigError before any trial when one
+    trial does not fit the cluster.
     """
     console = console or Console()
     max_concurrent = check_resources(sweep, ray.cluster_resources())
+    tuned_searches = [
+        tuned_baseline_sweep(sweep, entry) for entry in sweep.search.baselines if isinstance(entry, TunedBaseline)
+    ]
     _print_plan(sweep, max_concurrent, console)
     tracking_uri = tracking.resolve_tracking_uri(sweep.train.tracking.uri, sweep.train.output_dir)
     first_params = dict(sweep.search.points_to_evaluate[0]) if sweep.search.points_to_evaluate else {}
     preflight(trial_train_config(sweep, first_params), tracking_uri)
-    _check_fresh_start(sweep, resume)
+    for search in (sweep, *tuned_searches):
+        _check_fresh_start(search, resume)
 
-    parent_key = sweep_key(sweep)
     parent = tracking.RunLogger(
         tracking_uri,
         tracking.start_run(
             tracking_uri=tracking_uri,
             experiment=sweep.train.tracking.experiment,
-            run_key=parent_key,
+            run_key=sweep_key(sweep),
             run_name=sweep.name,
             tags={SWEEP_TAG: sweep.name, "hwd.job": "sweep", "hwd.method": sweep.train.method.name},
         ),
     )
     parent.log_params(tracking.flatten_params(sweep.model_dump(mode="json")))
     parent.log_system_facts()
-    setup = TrialSetup(
-        sweep=sweep.model_dump(mode="json"),
-        tracking_uri=tracking_uri,
-        parent_run_id=parent.run_id,
-        parent_key=parent_key,
-        trials_storage=str(sweep_dir(sweep) / TRIALS_FOLDER),
-        loop_config_hook=loop_config_hook,
-    )
+    searching = _Searching(parent.run_id, tracking_uri, max_concurrent, resume, loop_config_hook)
     try:
-        results = build_tuner(sweep, setup, max_concurrent, resume).fit()
-        trials = trial_rows(sweep, results.experiment_path, tracking_uri, parent_key)
-        summary = summarise(sweep, trials, parent.run_id, tracking_uri, results.experiment_path)
+        trials, experiment_path = searching.search(sweep)
+        summary = summarise(sweep, trials, parent.run_id, tracking_uri, experiment_path)
         summary.notes += close_orphaned_optuna_trials(sweep)
-        summary.baselines = [
-            _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
-            for method in sweep.search.baselines
-        ]
-        summary.final = _final_stage(sweep, trials, parent.run_id)
+        summary.tuned_baselines = [searching.tuned_baseline(search) for search in tuned_searches]
+        final = sweep.search.final
+        if not (final.top_k and "baselines" in final.include):
+            summary.baselines = [
+                _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
+                for method in sweep.search.baselines
+                if isinstance(method, str)
+            ]
+        if final.top_k:
+            tuned_winners = {tuned.method: tuned.best_params for tuned in summary.tuned_baselines if tuned.best_params}
+            summary.final_stage = run_final_stage(
+                sweep,
+                candidates(sweep, trials, tuned_winners),
+                parent_run_id=parent.run_id,
+                tracking_uri=tracking_uri,
+                max_concurrent=max_concurrent,
+                loop_config_hook=loop_config_hook,
+            )
+            adopt_final_winner(sweep, summary)
+            _record_in_study(sweep, summary)
         write_report(sweep, summary, parent)
     except BaseException as error:
         parent.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=failure_reason(error))
@@ -264,6 +288,58 @@ def run(
     parent.finish("FINISHED")
     print_summary(summary, console)
     return summary
+
+
+@dataclass(frozen=True)
+class _Searching:
+    """What every search of one sweep shares: the parent run, the store, the cluster's room."""
+
+    parent_run_id: str
+    tracking_uri: str
+    max_concurrent: int
+    resume: bool
+    loop_config_hook: LoopConfigHook | None
+
+    def search(self, sweep: SweepConfig) -> tuple[list[TrialRow], str]:
+        """Runs (or resumes) `sweep`'s Tune search; its trials' child runs nest under the parent run."""
+        parent_key = sweep_key(sweep)
+        setup = TrialSetup(
+            sweep=sweep.model_dump(mode="json"),
+            tracking_uri=self.tracking_uri,
+            parent_run_id=self.parent_run_id,
+            parent_key=parent_key,
+            trials_storage=str(sweep_dir(sweep) / TRIALS_FOLDER),
+            loop_config_hook=self.loop_config_hook,
+        )
+        results = build_tuner(sweep, setup, self.max_concurrent, self.resume).fit()
+        return trial_rows(sweep, results.experiment_path, self.tracking_uri, parent_key), results.experiment_path
+
+    def tuned_baseline(self, search: SweepConfig) -> TunedBaselineResult:
+        """A tuned baseline's own search (same budget as the main one) and its best params."""
+        trials, _ = self.search(search)
+        close_orphaned_optuna_trials(search)
+        ranked = ranked_trials(trials, search.search.mode)
+        best = ranked[0] if ranked else None
+        return TunedBaselineResult(
+            method=search.train.method.name,
+            sweep_name=search.name,
+            best_params=dict(best.params) if best else {},
+            best_score=best.score if best else None,
+            trials=trials,
+        )
+
+
+def _record_in_study(sweep: SweepConfig, summary: SweepSummary) -> None:
+    """The final stage's numbers as user attributes of the Optuna study (optuna-dashboard shows them)."""
+    final = summary.final_stage
+    study = optuna.load_study(study_name=sweep.name, storage=optuna_storage(sweep))
+    study.set_user_attr("final_stage_seeds", final.seeds)
+    study.set_user_attr("final_stage_winner", final.winner)
+    study.set_user_attr("final_stage", final_stage_rows(final))
+    study.set_user_attr(
+        "final_stage_comparisons",
+        {label: dataclasses.asdict(difference) for label, difference in final.comparisons.items()},
+    )
 
 
 def _print_plan(sweep: SweepConfig, max_concurrent: int, console: Console) -> None:
@@ -284,23 +360,3 @@ def _run_job(label: str, params: dict[str, Any], config: TrainConfig, parent_run
     metrics = outcome["metrics"]
     best = metrics.get("best_val_miou", metrics.get("val_miou"))
     return JobResult(label, params, None if best is None else float(best), outcome["run_id"])
-
-
-def _final_stage(sweep: SweepConfig, trials: list[TrialRow], parent_run_id: str) -> list[JobResult]:
-    """Retrains the top_k trials' params at final.max_iters (search.final)."""
-    top_k = sweep.search.final.top_k
-    if not top_k:
-        return []
-    sign = 1.0 if sweep.search.mode == "max" else -1.0
-    ranked = sorted(
-        (row for row in trials if row.score is not None and row.status != "failed"), key=lambda row: -sign * row.score
-    )
-    return [
-        _run_job(
-            f"final-{rank}",
-            row.params,
-            trial_train_config(sweep, row.params, sweep.search.final.max_iters),
-            parent_run_id,
-        )
-        for rank, row in enumerate(ranked[:top_k], start=1)
-    ]

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 import yaml
@@ -19,9 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from hwd_tune import tracking
-from hwd_tune.sweep.config import SweepConfig, trial_train_config
+from hwd_tune.sweep.config import SweepConfig, final_job_config, trial_train_config
 from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
+
+if TYPE_CHECKING:  # final_stage builds on this module
+    from hwd_tune.sweep.final_stage import FinalStageResult
 
 TrialStatus = Literal["completed", "stopped early", "failed", "unfinished"]
 
@@ -42,13 +45,24 @@ class TrialRow:
 
 @dataclass(frozen=True)
 class JobResult:
-    """A baseline or final-stage run: what ran, its best val_miou, its MLflow run, or why it failed."""
+    """A baseline run once at its defaults: what ran, its best val_miou, its MLflow run, or why it failed."""
 
-    label: str  # the baseline's method, or "final-<rank>" for the final stage
+    label: str  # the baseline's method
     params: dict[str, Any]
     val_miou: float | None
     run_id: str | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class TunedBaselineResult:
+    """A baseline tuned with its own search: its winning params and score, and its trials."""
+
+    method: str
+    sweep_name: str  # `<sweep>-<method>`: its Optuna study and folder
+    best_params: dict[str, Any]
+    best_score: float | None
+    trials: list[TrialRow]
 
 
 @dataclass
@@ -62,7 +76,6 @@ class SweepSummary:
     best_score: float | None
     trials: list[TrialRow]
     baselines: list[JobResult]
-    final: list[JobResult]
     parent_run_id: str
     tracking_uri: str
     best_config_path: Path | None
@@ -70,6 +83,9 @@ class SweepSummary:
     experiment_path: str
     report_dir: Path
     notes: list[str] = field(default_factory=list)  # what could not be made (e.g. a plot)
+    tuned_baselines: list[TunedBaselineResult] = field(default_factory=list)
+    final_stage: FinalStageResult | None = None  # None: search.final.top_k is 0
+    chosen_by: str = "the best search score"  # how best_params were chosen (the final stage: by mean)
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -156,9 +172,8 @@ def summarise(
     sweep: SweepConfig, trials: list[TrialRow], parent_run_id: str, tracking_uri: str, experiment_path: str
 ) -> SweepSummary:
     """The best trial by search.metric (failed and unscored trials excluded) and the sweep's places."""
-    scored = [row for row in trials if row.score is not None and row.status != "failed"]
-    sign = 1.0 if sweep.search.mode == "max" else -1.0
-    best = max(scored, key=lambda row: sign * row.score) if scored else None
+    ranked = ranked_trials(trials, sweep.search.mode)
+    best = ranked[0] if ranked else None
     return SweepSummary(
         name=sweep.name,
         metric=sweep.search.metric,
@@ -167,7 +182,6 @@ def summarise(
         best_score=best.score if best else None,
         trials=trials,
         baselines=[],
-        final=[],
         parent_run_id=parent_run_id,
         tracking_uri=tracking_uri,
         best_config_path=None,
@@ -177,11 +191,32 @@ def summarise(
     )
 
 
+def ranked_trials(trials: list[TrialRow], mode: str) -> list[TrialRow]:
+    """The scored trials that did not fail, best first by the search metric."""
+    sign = 1.0 if mode == "max" else -1.0
+    scored = [row for row in trials if row.score is not None and row.status != "failed"]
+    return sorted(scored, key=lambda row: -sign * row.score)
+
+
+def adopt_final_winner(sweep: SweepConfig, summary: SweepSummary) -> None:
+    """Makes the final stage's winner the sweep's answer: its params, and its mean over seeds."""
+    final = summary.final_stage
+    if final is None or final.winner is None:
+        return
+    winner = final.result(final.winner)
+    summary.best_params = dict(winner.candidate.params)
+    summary.best_val_miou = summary.best_score = winner.stats.mean
+    summary.chosen_by = f"the best mean val_miou over seeds {sorted(winner.values)} in the final stage"
+
+
 def write_best_config(sweep: SweepConfig, summary: SweepSummary) -> Path | None:
     """best_config.yaml: the training job of the best params, ready for `hwd-tune distill`."""
     if not summary.best_params:
         return None
-    config = trial_train_config(sweep, summary.best_params)
+    if summary.final_stage is not None and summary.final_stage.winner is not None:
+        config = final_job_config(sweep, sweep.train.method.name, summary.best_params, seed=None)
+    else:
+        config = trial_train_config(sweep, summary.best_params)
     path = sweep_dir(sweep) / BEST_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     shown = ", ".join(
@@ -190,7 +225,7 @@ def write_best_config(sweep: SweepConfig, summary: SweepSummary) -> Path | None:
     )
     header = (
         f"# Best configuration of sweep {sweep.name!r}: {shown}; {sweep.search.metric} "
-        f"{summary.best_score:.2f}\n# Train it with: hwd-tune distill {path}\n"
+        f"{summary.best_score:.2f}\n# Chosen by {summary.chosen_by}.\n# Train it with: hwd-tune distill {path}\n"
     )
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return path
@@ -246,6 +281,9 @@ def write_report(sweep: SweepConfig, summary: SweepSummary, parent: tracking.Run
     (folder / "summary.json").write_text(json.dumps(_summary_record(summary), indent=2, default=str))
     if summary.best_config_path:
         (folder / BEST_CONFIG_FILE).write_text(summary.best_config_path.read_text())
+    if summary.final_stage is not None:
+        write_final_stage_table(summary.final_stage, folder / "final_stage.csv")
+        summary.notes += plot_final_stage(summary.final_stage, folder / "plots" / "final_stage.png")
     parent.log_artifact_dir(folder, "sweep")
     metrics = {f"best_{summary.metric}": summary.best_score} if summary.best_score is not None else {}
     metrics.update(
@@ -254,6 +292,11 @@ def write_report(sweep: SweepConfig, summary: SweepSummary, parent: tracking.Run
     metrics["trials_completed"] = sum(row.status == "completed" for row in summary.trials)
     metrics["trials_stopped_early"] = sum(row.status == "stopped early" for row in summary.trials)
     metrics["trials_failed"] = sum(row.status == "failed" for row in summary.trials)
+    for tuned in summary.tuned_baselines:
+        if tuned.best_score is not None:
+            metrics[f"tuned_baseline_{tuned.method}_best_{summary.metric}"] = tuned.best_score
+    if summary.final_stage is not None:
+        metrics.update(final_stage_metrics(summary.final_stage))
     parent.log_metrics(metrics, step=0)
     parent.set_tags({f"hwd.best.{name}": value for name, value in summary.best_params.items()})
 
@@ -263,6 +306,9 @@ def _summary_record(summary: SweepSummary) -> dict[str, Any]:
     record["mlflow_ui"] = summary.mlflow_ui_command()
     record["tracking_uri"] = tracking.redact_uri(summary.tracking_uri)
     record["optuna_storage"] = tracking.redact_uri(summary.optuna_storage)
+    if summary.final_stage is not None:
+        record["final_stage_table"] = final_stage_rows(summary.final_stage)
+        record["final_verdict"] = final_verdict(summary.final_stage)
     return record
 
 
@@ -292,9 +338,16 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
             for name, value in summary.best_params.items()
         )
         console.print(f"[bold green]best[/bold green]: {shown}: val_miou {_shown(summary.best_val_miou)}")
-    for job in summary.baselines + summary.final:
+    for job in summary.baselines:
         outcome = f"val_miou {_shown(job.val_miou)}" if job.error is None else f"[red]failed[/red]: {job.error}"
         console.print(f"  {job.label} {job.params or ''}: {outcome}")
+    for tuned in summary.tuned_baselines:
+        console.print(
+            f"  tuned baseline {tuned.method}: best {_params_text(tuned.best_params)}: "
+            f"{summary.metric} {_shown(tuned.best_score)} over {len(tuned.trials)} trials"
+        )
+    if summary.final_stage is not None:
+        print_final_stage(summary.final_stage, console)
     if summary.best_config_path:
         console.print(f"best config: {summary.best_config_path} (hwd-tune distill {summary.best_config_path})")
     for note in summary.notes:
@@ -307,4 +360,140 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
 
 
 def _shown(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return (
+        ", ".join(
+            f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.items()
+        )
+        or "defaults"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The final stage: table, verdict, metrics, chart
+# --------------------------------------------------------------------------------------------
+def final_stage_rows(final: FinalStageResult) -> list[dict[str, Any]]:
+    """One row per candidate: label, role, params, n, mean, std, 95 % interval, and the per-seed values."""
+    rows = []
+    for result in final.results:
+        stats = result.stats
+        rows.append(
+            {
+                "label": result.candidate.label,
+                "role": result.candidate.role,
+                "method": result.candidate.method,
+                "params": _params_text(result.candidate.params),
+                "n": stats.n if stats else 0,
+                "mean": stats.mean if stats else math.nan,
+                "std": stats.std if stats else math.nan,
+                "ci_low": stats.ci_low if stats else math.nan,
+                "ci_high": stats.ci_high if stats else math.nan,
+                **{f"seed_{seed}": result.values.get(seed, math.nan) for seed in final.seeds},
+            }
+        )
+    return rows
+
+
+def final_verdict(final: FinalStageResult) -> list[str]:
+    """The winner against Table I and each baseline, in words: the paired difference, its 95 %
+    interval and p-value, and whether it is beyond the noise the seeds measured."""
+    if final.winner is None:
+        return ["the final stage has no winner: no run of the tuned method finished"]
+    lines = []
+    for label, difference in final.comparisons.items():
+        if difference.n < 2 or math.isnan(difference.p_value):
+            judgement = "cannot be told from noise (fewer than two paired seeds, or identical results)"
+        elif difference.beyond_noise():
+            judgement = "better, beyond the seed noise" if difference.mean > 0 else "worse, beyond the seed noise"
+        else:
+            judgement = "not distinguishable from the seed noise"
+        lines.append(
+            f"{final.winner} vs {label}: {difference.mean:+.2f} mIoU (95 % CI {difference.ci_low:+.2f} to "
+            f"{difference.ci_high:+.2f}, paired t-test p = {difference.p_value:.3g}, {difference.n} seeds): {judgement}"
+        )
+    return lines
+
+
+def final_stage_metrics(final: FinalStageResult) -> dict[str, float]:
+    """Parent-run metrics: each candidate's mean, std and interval; the winner's paired differences."""
+    metrics: dict[str, float] = {}
+    for row in final_stage_rows(final):
+        for key in ("mean", "std", "ci_low", "ci_high"):
+            if not math.isnan(row[key]):
+                metrics[f"final_{row['label']}_{key}"] = row[key]
+    for label, difference in final.comparisons.items():
+        metrics[f"final_winner_minus_{label}"] = difference.mean
+        if not math.isnan(difference.p_value):
+            metrics[f"final_winner_vs_{label}_p_value"] = difference.p_value
+    return metrics
+
+
+def write_final_stage_table(final: FinalStageResult, path: Path) -> None:
+    """final_stage.csv: one row per candidate (see `final_stage_rows`), values as Python reprs."""
+    import csv
+
+    rows = final_stage_rows(final)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["label"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_final_stage(final: FinalStageResult, path: Path) -> list[str]:
+    """Each candidate's mean val_miou with its 95 % interval as error bars, and every seed's value."""
+    from matplotlib.figure import Figure  # no pyplot: no global state
+
+    rows = [row for row in final_stage_rows(final) if row["n"]]
+    if not rows:
+        return ["final-stage chart: no finished run to draw"]
+    figure = Figure(figsize=(max(4.0, 1.2 * len(rows)), 3.5), dpi=100)
+    axes = figure.subplots()
+    positions = range(len(rows))
+    means = [row["mean"] for row in rows]
+    errors = [
+        [0.0 if math.isnan(row["ci_low"]) else row["mean"] - row["ci_low"] for row in rows],
+        [0.0 if math.isnan(row["ci_high"]) else row["ci_high"] - row["mean"] for row in rows],
+    ]
+    colours = [
+        "tab:green" if row["label"] == final.winner else "tab:blue" if row["role"] != "baseline" else "tab:grey"
+        for row in rows
+    ]
+    axes.bar(positions, means, yerr=errors, capsize=4, color=colours)
+    for position, row in zip(positions, rows):
+        seeds = [value for key, value in row.items() if key.startswith("seed_") and not math.isnan(value)]
+        axes.scatter([position] * len(seeds), seeds, color="black", s=10, zorder=3)
+    axes.set_xticks(list(positions), [row["label"] for row in rows])
+    axes.set_ylabel("val mIoU (%)")
+    axes.set_title(f"Final stage: mean and 95 % interval over seeds {final.seeds}")
+    low = min(min(row["ci_low"] if not math.isnan(row["ci_low"]) else row["mean"] for row in rows), min(means))
+    axes.set_ylim(bottom=max(0.0, low - 5.0))
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return []
+
+
+def print_final_stage(final: FinalStageResult, console: Console) -> None:
+    """The final-stage table (mean, std, 95 % interval per configuration) and the verdict."""
+    table = Table(
+        "configuration",
+        "params",
+        "seeds",
+        "mean",
+        "std",
+        "95 % interval",
+        title=f"final stage: every configuration retrained with seeds {final.seeds}",
+    )
+    for row in final_stage_rows(final):
+        interval = "-" if math.isnan(row["ci_low"]) else f"{row['ci_low']:.2f} to {row['ci_high']:.2f}"
+        label = f"{row['label']} (winner)" if row["label"] == final.winner else row["label"]
+        table.add_row(label, row["params"], str(row["n"]), _shown(row["mean"]), _shown(row["std"]), interval)
+    console.print(table)
+    for result in final.results:
+        for seed, error in result.errors.items():
+            console.print(f"  [red]{result.candidate.label} seed {seed} failed[/red]: {error}")
+    for line in final_verdict(final):
+        console.print(f"  {line}")

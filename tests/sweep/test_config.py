@@ -12,12 +12,15 @@ from hwd_tune import sweep as sweep_wing
 from hwd_tune.config import ConfigError, CWDParams, HWDParams, NoDistillationParams
 from hwd_tune.sweep.config import (
     SweepConfig,
+    baseline_method,
     baseline_train_config,
     check_resources,
+    final_job_config,
     grid_size,
     load,
     startup_trials,
     trial_train_config,
+    tuned_baseline_sweep,
 )
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -71,7 +74,11 @@ def test_shipped_file_loads_with_table_i_first(path):
     assert sweep.search.points_to_evaluate[0] == {"tau": 4.0, "mu": mu, "beta": 0.1}
     hwd = sweep.train.method.resolved_params()
     assert (hwd.tau, hwd.mu, hwd.beta, hwd.weight) == (4.0, mu, 0.1, 3.0)
-    assert sweep.search.baselines == ["none", "cwd"]
+    assert [baseline_method(entry) for entry in sweep.search.baselines] == ["none", "cwd"]
+    if path.stem != "quickstart":  # Table II settings: CWD tuned beside HWD, on the same budget
+        tuned = sweep.search.baselines[1]
+        assert set(tuned.space) == {"tau", "weight"} and tuned.space["tau"].contains(4.0)
+        assert sweep.search.final.seeds == [0, 1, 2] and sweep.search.final.include == ["table_i", "baselines"]
     scheduler = sweep.search.scheduler
     assert scheduler.type == "asha" and scheduler.reduction_factor == 3.0
     assert scheduler.max_t == sweep.train.schedule.max_iters
@@ -189,6 +196,25 @@ BAD_OVERRIDES = [
     (["search.final.top_k=9"], r"search\.final\.top_k: 9 exceeds search\.num_samples \(8\)"),
     (["search.baselines=[none, fancy]"], r"search\.baselines\[1\]: unknown method 'fancy'"),
     (["search.baselines=[cwd, cwd]"], r"search\.baselines: each method at most once"),
+    (
+        ["search.baselines=[none, {name: cwd, space: {tau: {type: uniform, low: 0.0, high: 2.0}}}]"],
+        r"search\.baselines\[1\]\.space\.tau\.low: 0\.0 is not allowed for tau of method 'cwd'",
+    ),
+    (
+        ["search.baselines=[{name: cwd, space: {mu: {type: uniform, low: 0.0, high: 2.0}}}]"],
+        r"search\.baselines\[0\]\.space\.mu: not a parameter of method 'cwd'; expected one of \['tau', 'weight'\]",
+    ),
+    (
+        ["search.baselines=[{name: hwd, space: {tau: {type: uniform, low: 1.0, high: 2.0}}}]"],
+        r"search\.baselines\[0\]\.name: 'hwd' is the method this sweep tunes",
+    ),
+    (
+        ["search.baselines=[{name: cwd, space: {}}]"],
+        r"search\.baselines\.0\..*space: Dictionary should have at least 1",
+    ),
+    (["search.final.seeds=[0, 1, 0]"], r"search\.final\.seeds: each seed at most once, got \[0, 1, 0\]"),
+    (["search.final.seeds=[]"], r"search\.final\.seeds: List should have at least 1 item"),
+    (["search.final.include=[everything]"], r"search\.final\.include\.0: Input should be 'table_i' or 'baselines'"),
     (["search.storage=outputs/optuna.db"], r"search\.storage: expected an Optuna storage URL"),
     (["search.startup_trials=-1"], r"search\.startup_trials: Input should be greater than or equal to 0"),
     (["search.max_concurrent_trials=0"], r"search\.max_concurrent_trials: .*greater than or equal to 1"),
@@ -513,3 +539,41 @@ def test_tpe_startup_is_a_quarter_of_the_sweep_within_two_to_ten(num_samples, co
         update={"num_samples": num_samples, "startup_trials": configured}
     )
     assert startup_trials(search) == expected
+
+
+def test_a_tuned_baseline_gets_the_same_budget_its_own_space_and_study(tmp_path):
+    raw = quickstart_raw()
+    raw["search"]["baselines"] = [
+        "none",
+        {"name": "cwd", "space": {"tau": {"type": "loguniform", "low": 1.0, "high": 8.0}}},
+    ]
+    sweep = load(write(tmp_path, raw), ["train.output_dir=/runs"])
+    tuned = tuned_baseline_sweep(sweep, sweep.search.baselines[1])
+    assert tuned.name == "quickstart-cwd" and tuned.train.method.name == "cwd" and tuned.train.method.params == {}
+    assert set(tuned.search.space) == {"tau"} and tuned.search.points_to_evaluate == [{"tau": 4.0}]  # CWD's default
+    same = ("sampler", "num_samples", "max_concurrent_trials", "seed", "scheduler", "metric", "mode")
+    assert all(getattr(tuned.search, name) == getattr(sweep.search, name) for name in same)
+    assert tuned.train.schedule == sweep.train.schedule and tuned.train.data == sweep.train.data
+    assert tuned.search.baselines == [] and tuned.search.final.top_k == 0
+    assert tuned.search.storage == "sqlite:////runs/quickstart-cwd/optuna.db"  # its own study, beside the sweep's
+    assert "search.baselines: cwd" in tuned.source
+    server = load(write(tmp_path, raw), ["search.storage=postgresql://db/optuna"])
+    assert tuned_baseline_sweep(server, server.search.baselines[1]).search.storage == "postgresql://db/optuna"
+    outside = {"name": "cwd", "space": {"tau": {"type": "uniform", "low": 5.0, "high": 8.0}}}
+    raw["search"]["baselines"] = [outside]
+    narrow = load(write(tmp_path, raw))
+    assert tuned_baseline_sweep(narrow, narrow.search.baselines[0]).search.points_to_evaluate == []  # 4 is outside
+
+
+def test_final_job_config_sets_the_seed_the_length_and_the_method():
+    sweep = load(SEARCH_SPACES / "ade20k_deeplabv3_resnet18.yaml")
+    table_i = {"tau": 4.0, "mu": 0.0, "beta": 0.1}
+    run = final_job_config(sweep, "hwd", table_i, seed=3)
+    assert (run.seed, run.schedule.max_iters, run.method.name) == (3, 80000, "hwd")
+    assert run.method.params == {**sweep.train.method.params, **table_i}
+    assert final_job_config(sweep, "hwd", table_i, seed=None).seed == sweep.train.seed
+    cwd = final_job_config(sweep, "cwd", {"tau": 2.0}, seed=0)
+    assert cwd.method.name == "cwd" and cwd.method.params == {"tau": 2.0}  # not HWD's params
+    assert cwd.data == sweep.train.data and cwd.student == sweep.train.student
+    with pytest.raises(ValueError, match="unknown method 'fancy'"):
+        final_job_config(sweep, "fancy", {}, seed=0)
