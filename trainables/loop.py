@@ -333,21 +333,32 @@ def write_checkpoint(context: LoopContext, directory: Path, metrics: dict[str, f
 
 
 class RankZeroTracker:
-    """MLflow logging of rank 0 (a no-op elsewhere, or when the run is not tracked)."""
+    """MLflow logging of rank 0 (a no-op elsewhere, or when the run is not tracked).
+
+    Each metric is logged once per step: a run restarted from an earlier checkpoint (a worker
+    lost before its newest checkpoint was saved) trains the same steps again with the same values,
+    and steps up to what the run already holds are not logged a second time.
+    """
 
     def __init__(self, context: LoopContext, loop_config: dict[str, Any]) -> None:
         self.logger = None
         self.tracking_uri = loop_config.get("tracking_uri")
         self.run_id = loop_config.get("mlflow_run_id")
+        self.last_steps: dict[str, int] = {}
         if context.rank == 0 and self.run_id:
             from hwd_tune import tracking
 
             self.tracking = tracking
             self.logger = tracking.RunLogger(self.tracking_uri, self.run_id)
+            self.last_steps = self.logger.last_steps()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.logger:
-            self.logger.log_metrics(metrics, step=step)
+        if not self.logger:
+            return
+        new = {key: value for key, value in metrics.items() if step > self.last_steps.get(key, -1)}
+        if new:
+            self.logger.log_metrics(new, step=step)
+            self.last_steps.update(dict.fromkeys(new, step))
 
     def on_validation(self, context: LoopContext, iou: list[float], checkpoint_dir: Path, improved: bool) -> None:
         """Per-class IoU of each new best; a teacher's milestone versions go to the registry."""
@@ -433,7 +444,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             improved = metrics["val_miou"] > context.best_miou
             context.best_miou = max(context.best_miou, metrics["val_miou"])
             report = {**metrics, "best_val_miou": context.best_miou, "iteration": context.iteration}
-            tracker.log_metrics(report, step=context.iteration)
+            tracker.log_metrics({**metrics, "best_val_miou": context.best_miou}, step=context.iteration)
             with tempfile.TemporaryDirectory() as temporary:
                 checkpoint_dir = Path(temporary)
                 if context.rank == 0:

@@ -47,6 +47,7 @@ from hwd_tune.tracking.store import (
     default_artifact_location,
     default_tracking_uri,
     redact_uri,
+    relocate_sqlite_store,
     resolve_tracking_uri,
 )
 from hwd_tune.tracking.teachers import resolve_teacher
@@ -82,6 +83,7 @@ __all__ = [
     "milestone_alias",
     "redact_uri",
     "register_teacher",
+    "relocate_sqlite_store",
     "registered_version",
     "resolve_teacher",
     "resolve_tracking_uri",

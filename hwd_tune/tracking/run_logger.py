@@ -103,6 +103,11 @@ class RunLogger:
         for start in range(0, len(entries), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=entries[start : start + MAX_METRICS_PER_BATCH])
 
+    def last_steps(self) -> dict[str, int]:
+        """The highest step logged so far for each metric of the run (a resumed run starts above it)."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {key: max(metric.step for metric in self.client.get_metric_history(self.run_id, key)) for key in keys}
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Sets (or overwrites) run tags; values are stringified, URIs redacted."""
         set_tags(self.client, self.run_id, tags)

@@ -8,18 +8,27 @@ environment variables are never logged.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+logger = logging.getLogger(__name__)
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 MLFLOW_FOLDER = "mlflow"  # under output_dir: mlflow.db and artifacts/
 TRUNCATION_MARKER = "...[truncated]"
 _URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
 _SECRET_QUERY = re.compile(r"(?i)([?&][^=&#]*(?:password|passwd|pwd|token|secret|key|signature|sig)[^=&#]*=)[^&#]*")
+
+
+_RELOCATION_CHECKED: set[Path] = set()  # sqlite stores this process has checked (relocate_sqlite_store)
 
 
 def default_tracking_uri(output_dir: str | os.PathLike) -> str:
@@ -83,6 +92,55 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return Path(path_text).resolve()
 
 
+def relocate_sqlite_store(database: Path) -> list[str]:
+    """Points a copied or moved sqlite store's artifact folders at `<its folder>/artifacts`.
+
+    MLflow keeps absolute artifact locations in its database, so a copy of `outputs/` would go on
+    writing artifacts into the original. An experiment laid out by `default_artifact_location`
+    (`<X>/artifacts` for another folder X) whose run folders are in this store's `artifacts/` was
+    copied or moved here: its location, its runs' and its model versions' are rewritten to this
+    folder. Returns the prefixes rewritten (old -> new); idempotent, safe from several processes.
+    """
+    here = (database.parent / "artifacts").resolve()
+    if not database.is_file() or not here.is_dir():
+        return []
+    present = {entry.name for entry in here.iterdir()}
+    moved = []
+    with closing(sqlite3.connect(database, timeout=30)) as connection, connection:
+        try:
+            experiments = connection.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+        except sqlite3.OperationalError:
+            return []  # not (yet) an MLflow store
+        for experiment_id, location in experiments:
+            if not location or not location.startswith("file://") or not location.endswith("/artifacts"):
+                continue
+            if Path(unquote(urlparse(location).path)) == here:
+                continue
+            run_ids = {
+                row[0]
+                for row in connection.execute("SELECT run_uuid FROM runs WHERE experiment_id = ?", (experiment_id,))
+            }
+            if not run_ids & present:
+                continue
+            old, new = location, here.as_uri()
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id)
+            )
+            for table, column in (
+                ("runs", "artifact_uri"),
+                ("model_versions", "source"),
+                ("model_versions", "storage_location"),
+            ):
+                connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} LIKE ? || '/%'",
+                    (new, len(old) + 1, old),
+                )
+            moved.append(f"{old} -> {new}")
+    for line in moved:
+        logger.warning("the MLflow store %s was copied or moved: artifacts now go to %s", database, line)
+    return moved
+
+
 def mlflow_client(tracking_uri: str) -> MlflowClient:
     """A client whose registry is the tracking store (MLflow would follow MLFLOW_REGISTRY_URI instead)."""
     if not isinstance(tracking_uri, str) or not tracking_uri.strip():
@@ -90,6 +148,9 @@ def mlflow_client(tracking_uri: str) -> MlflowClient:
     database = _sqlite_path(tracking_uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+        if database not in _RELOCATION_CHECKED:  # once per process and store
+            relocate_sqlite_store(database)
+            _RELOCATION_CHECKED.add(database)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

@@ -100,3 +100,11 @@ def test_artifact_dir_keeps_files_and_redacts_json(store, client, tmp_path):
     assert uploaded == {"config": {"tracking": {"uri": "http://u:***@h"}}, "iteration": 5}
     with pytest.raises(FileNotFoundError, match="artifact directory not found"):
         run_logger.log_artifact_dir(tmp_path / "missing", "x")
+
+
+def test_last_steps_are_the_highest_step_of_each_metric(store, client):
+    run_logger = tracking.RunLogger(store[1], new_run(store, "last-steps", experiment="logging"))
+    assert run_logger.last_steps() == {}
+    for step, metrics in ((2, {"loss": 1.0, "iteration": 2}), (4, {"loss": 0.5}), (3, {"val": 10.0})):
+        run_logger.log_metrics(metrics, step=step)
+    assert run_logger.last_steps() == {"loss": 4, "iteration": 2, "val": 3}

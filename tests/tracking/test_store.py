@@ -1,6 +1,13 @@
-"""hwd_tune.tracking.store: tracking URIs, artifact locations and redaction (no store needed)."""
+"""hwd_tune.tracking.store: tracking URIs, artifact locations, redaction, and a store copied elsewhere."""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
+import torch
+from mlflow import MlflowClient
 
 from hwd_tune import tracking
 from tests.tracking.helpers import PASSWORD
@@ -50,3 +57,72 @@ def test_artifact_location_sits_next_to_a_sqlite_store_only(tmp_path):
 def test_redact_uri_hides_passwords_and_tokens(uri, expected):
     assert tracking.redact_uri(uri) == expected
     assert PASSWORD not in tracking.redact_uri(uri)
+
+
+def tree_digest(root):
+    """{relative path: sha256} of every file under root."""
+    import hashlib
+
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_a_copied_output_folder_writes_into_the_copy_and_leaves_the_original_unchanged(tmp_path):
+    """MLflow stores absolute artifact locations; the store relocates a copy on first use, so its
+    runs, new artifacts and registered teachers all resolve inside the copy."""
+    import shutil
+
+    from tests.tracking.helpers import write_checkpoint
+
+    original = tmp_path / "original" / "outputs"
+    uri = tracking.default_tracking_uri(original)
+    run_id = tracking.start_run(tracking_uri=uri, experiment="relocate", run_key="run", run_name="run")
+    run_logger = tracking.RunLogger(uri, run_id)
+    run_logger.log_metrics({"loss": 1.0}, step=1)
+    state = {"weight": torch.arange(6.0).reshape(2, 3)}
+    tracking.register_teacher(
+        tracking_uri=uri,
+        run_id=run_id,
+        checkpoint_dir=write_checkpoint(tmp_path / "ckpt", state, 100),
+        dataset="synthetic",
+        arch="deeplabv3_resnet18",
+        aliases=["best"],
+    )
+    copy = tmp_path / "copy" / "outputs"
+    shutil.copytree(original, copy)
+    before = tree_digest(original)
+
+    copy_uri = tracking.default_tracking_uri(copy)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "after_copy.txt").write_text("written in the copy")
+    # A new process, as when a user resumes the copy (MLflow caches artifact stores per run id).
+    script = textwrap.dedent(f"""
+        import torch
+        from hwd_tune import tracking
+        run_id = tracking.start_run(tracking_uri={copy_uri!r}, experiment="relocate", run_key="run", run_name="run")
+        assert run_id == {run_id!r}, run_id  # the same run, found again in the copy
+        tracking.RunLogger({copy_uri!r}, run_id).log_artifact_dir({str(notes)!r}, "later")
+        weights = tracking.resolve_teacher(
+            "models:/teacher-synthetic-deeplabv3_resnet18@best",
+            tracking_uri={copy_uri!r},
+            cache_dir={str(tmp_path / "cache")!r},
+        )
+        print(torch.load(weights, weights_only=True)["weight"].tolist())
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == str(state["weight"].tolist())
+
+    assert tree_digest(original) == before  # not one byte of the original changed
+    assert list(copy.glob(f"mlflow/artifacts/{run_id}/artifacts/later/after_copy.txt"))
+    client = MlflowClient(copy_uri, copy_uri)
+    assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlflow" / "artifacts").resolve().as_uri())
+    version = client.get_model_version_by_alias("teacher-synthetic-deeplabv3_resnet18", "best")
+    assert version.source.startswith((copy / "mlflow" / "artifacts").resolve().as_uri())
+    assert tracking.relocate_sqlite_store(copy / "mlflow" / "mlflow.db") == []  # done once, then nothing to do

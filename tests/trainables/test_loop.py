@@ -67,9 +67,17 @@ def test_killed_worker_is_restarted_and_the_run_equals_an_uninterrupted_one(ray_
     client = MlflowClient(faulty["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert [run.info.run_name for run in runs] == ["faulty"]  # one MLflow run, not one per restart
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 4, 8] or [
-        m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")
-    ] == [4, 8]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_miou")] == [4, 8]
+    assert_each_metric_once_per_step(client, runs[0].info.run_id)
+
+
+def assert_each_metric_once_per_step(client: MlflowClient, run_id: str) -> None:
+    """Every metric history of the run has unique, increasing steps (a restart logs nothing twice)."""
+    run = client.get_run(run_id)
+    assert {"iteration", "val_miou", "loss/total"} <= set(run.data.metrics)
+    for key in run.data.metrics:
+        steps = [metric.step for metric in client.get_metric_history(run_id, key)]
+        assert steps == sorted(set(steps)), (key, steps)
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(ray_local, tmp_path):
