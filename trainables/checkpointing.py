@@ -1,13 +1,18 @@
-"""Training checkpoints: a directory with model.pt, train_state.pt and meta.json.
+"""Training checkpoints: a directory with model.pt, train_state.pt, meta.json and manifest.json.
 
 model.pt is a plain state_dict (loadable by `hwd_tune.models.load_weights`); train_state.pt
 holds what a resumed run needs (optimizer, scheduler, scaler, distiller, iteration, RNG states,
-best mIoU); meta.json says what the weights are. Everything is read with weights_only=True.
+best mIoU); meta.json says what the weights are; manifest.json, written last, holds each file's
+size and SHA-256, so a checkpoint cut short or damaged later is detected before it is used.
+Every file is written under a temporary name and renamed. Everything is read with weights_only=True.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,12 @@ import torch
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"
+CHECKPOINT_FILES = (MODEL_FILE, STATE_FILE, META_FILE)
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint whose files are missing, cut short or changed since they were written."""
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -65,27 +76,65 @@ def save_checkpoint(
     train_state: dict[str, Any],
     meta: dict[str, Any],
 ) -> Path:
-    """Writes the three files into `directory` (created); each file appears complete or not at all."""
+    """Writes the three files, then the manifest of their sizes and SHA-256, into `directory`
+    (created); each file appears complete or not at all, and the manifest only after all three."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / MODEL_FILE, lambda path: torch.save(model_state, path))
-    _write_atomically(directory / STATE_FILE, lambda path: torch.save(train_state, path))
-    _write_atomically(directory / META_FILE, lambda path: path.write_text(json.dumps(meta, indent=2, default=str)))
+    contents = {
+        MODEL_FILE: _torch_bytes(model_state),
+        STATE_FILE: _torch_bytes(train_state),
+        META_FILE: json.dumps(meta, indent=2, default=str).encode(),
+    }
+    manifest = {"files": {}}
+    for name, data in contents.items():
+        _write_atomically(directory / name, data)
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    _write_atomically(directory / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
     return directory
 
 
-def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(model state_dict, train state, meta) of a checkpoint directory; errors name the file."""
+def checkpoint_problems(directory: str | Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> list[str]:
+    """What is wrong with `files` of a checkpoint directory ([] when whole), checked against its
+    manifest: each present, of its size and SHA-256. A checkpoint written before manifests existed
+    is accepted when its files load. `files`: e.g. (model.pt, meta.json) for published weights."""
     directory = Path(directory)
-    loaded = []
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return _legacy_problems(directory, files)
+    try:
+        listed = json.loads(manifest_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return [f"{manifest_path}: unreadable manifest ({error})"]
+    problems = []
+    for name in files:
+        path, expected = directory / name, listed.get(name)
+        if expected is None:
+            problems.append(f"{manifest_path}: does not list {name}")
+        elif not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {expected['size']}")
+        elif _sha256(path) != expected["sha256"]:
+            problems.append(f"{path}: SHA-256 differs from the manifest's (the file changed after it was written)")
+    return problems
+
+
+def verify_checkpoint(directory: str | Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> None:
+    """Raises CorruptCheckpointError naming every damaged file of the checkpoint."""
+    problems = checkpoint_problems(directory, files)
+    if problems:
+        raise CorruptCheckpointError(f"checkpoint {directory} is damaged: " + "; ".join(problems))
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(model state_dict, train state, meta) of a checkpoint directory, verified first; errors
+    (CorruptCheckpointError, FileNotFoundError) name the file."""
+    directory = Path(directory)
     for name in (MODEL_FILE, STATE_FILE):
-        path = directory / name
-        if not path.is_file():
+        if not (directory / name).is_file():
             raise FileNotFoundError(f"checkpoint {directory} has no {name}")
-        try:
-            loaded.append(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise ValueError(f"checkpoint file {path} is unreadable or corrupt: {error}") from None
+    verify_checkpoint(directory)
+    loaded = [_load_tensors(directory / name) for name in (MODEL_FILE, STATE_FILE)]
     meta_path = directory / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return loaded[0], loaded[1], meta
@@ -99,7 +148,47 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _write_atomically(path: Path, write: Any) -> None:
+def _torch_bytes(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _load_tensors(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CorruptCheckpointError(f"checkpoint file {path} is unreadable or corrupt: {error}") from None
+
+
+def _legacy_problems(directory: Path, files: tuple[str, ...]) -> list[str]:
+    """A checkpoint without a manifest: whole if its tensor files are there and load."""
+    problems = []
+    for name in (name for name in files if name in (MODEL_FILE, STATE_FILE)):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        try:
+            _load_tensors(path)
+        except CorruptCheckpointError as error:
+            problems.append(str(error))
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """`data` under a temporary name, flushed to disk, then renamed to `path`."""
     temporary = path.with_name(path.name + ".partial")
-    write(temporary)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     temporary.replace(path)

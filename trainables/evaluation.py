@@ -12,7 +12,7 @@ from hwd_tune.config import DataConfig, ModelConfig
 from hwd_tune.data.from_config import info_from_config, validation_set
 from hwd_tune.metrics import evaluate
 from hwd_tune.models import load_weights
-from trainables.checkpointing import MODEL_FILE, read_meta
+from trainables.checkpointing import META_FILE, MODEL_FILE, read_meta, verify_checkpoint
 from trainables.loop import model_from_config
 
 
@@ -25,7 +25,9 @@ def evaluate_checkpoint(
     scales: tuple[float, ...] = (1.0,),
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """mIoU (%, both conventions), pixel accuracy and per-class IoU of a checkpoint directory."""
+    """mIoU (%, both conventions), pixel accuracy and per-class IoU of a checkpoint directory
+    (a training checkpoint, or published weights: model.pt and meta.json), verified first."""
+    verify_checkpoint(checkpoint, files=(MODEL_FILE, META_FILE))
     meta = read_meta(checkpoint)
     trained = meta.get("config", {})
     data = DataConfig.model_validate({**trained.get("data", {}), "name": dataset, "root": root})

@@ -25,7 +25,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from hwd_tune.config import TrainConfig
 from hwd_tune.data.from_config import info_from_config
-from trainables.checkpointing import META_FILE, MODEL_FILE
+from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
 from trainables.loop import train_loop_per_worker
 
 # Fields that do not change what is trained: a re-run that differs only in these resumes.
@@ -199,6 +199,8 @@ def run_training(
     check_fits(resource_plan(config), ray.cluster_resources())
     preflight(config, tracking_uri)
     name = run_name(config)
+    earlier = tracking.find_runs(tracking_uri, config.tracking.experiment, {tracking.RUN_KEY_TAG: name}, max_results=1)
+    was_finished = bool(earlier) and earlier[0].status == "FINISHED"
     run_id = tracking.start_run(
         tracking_uri=tracking_uri,
         experiment=config.tracking.experiment,
@@ -222,9 +224,15 @@ def run_training(
         with monitor:
             result = trainer.fit()
     except BaseException as error:
-        logger.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=_reason(error))
+        if was_finished:  # what it trained before stays valid: the run stays FINISHED, the failure is noted
+            logger.set_tags({"hwd.rerun_failure": _reason(error)})
+            logger.finish("FINISHED")
+        else:
+            logger.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=_reason(error))
         raise
-    best = best_checkpoint(result)
+    best, skipped = best_whole_checkpoint(result)
+    if skipped:
+        logger.set_tags({"hwd.best_checkpoint_note": " | ".join(skipped)})
     if best is not None:
         publish_best(config, tracking_uri, run_id, logger, best)
     logger.finish("FINISHED")
@@ -238,14 +246,21 @@ def run_training(
     }
 
 
-def best_checkpoint(result: Any) -> Path | None:
-    """Local directory of the run's best checkpoint by val_miou (Ray keeps it with the latest)."""
-    scored = [
-        (metrics.get("val_miou", float("-inf")), checkpoint) for checkpoint, metrics in result.best_checkpoints or []
-    ]
-    if not scored:
-        return None
-    return Path(max(scored, key=lambda pair: pair[0])[1].path)
+def best_whole_checkpoint(result: Any) -> tuple[Path | None, list[str]]:
+    """Local directory of the run's best checkpoint by val_miou that verifies (Ray keeps the best
+    and the latest), and what was skipped as damaged on the way (each naming its file)."""
+    scored = sorted(
+        ((metrics.get("val_miou", float("-inf")), checkpoint) for checkpoint, metrics in result.best_checkpoints or []),
+        key=lambda pair: pair[0],
+        reverse=True,
+    )
+    skipped = []
+    for _, checkpoint in scored:
+        problems = checkpoint_problems(checkpoint.path)
+        if not problems:
+            return Path(checkpoint.path), skipped
+        skipped.append(f"best checkpoint {checkpoint.path} skipped: " + "; ".join(problems))
+    return None, skipped
 
 
 def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path) -> None:
@@ -254,8 +269,9 @@ def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: An
     from hwd_tune import tracking
 
     with tempfile.TemporaryDirectory() as temporary:
-        for name in (MODEL_FILE, META_FILE):
-            shutil.copy2(best / name, Path(temporary) / name)
+        for name in (MODEL_FILE, META_FILE, MANIFEST_FILE):  # verified by best_whole_checkpoint
+            if (best / name).is_file():  # checkpoints written before manifests have none
+                shutil.copy2(best / name, Path(temporary) / name)
         logger.log_artifact_dir(temporary, "best_checkpoint")
         if config.job == "teacher":
             tracking.register_teacher(

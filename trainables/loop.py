@@ -8,6 +8,7 @@ A teacher is a student with the "none" distiller; the loop never branches on the
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -31,8 +32,16 @@ from hwd_tune.losses import Distiller, build_distiller, total_loss
 from hwd_tune.metrics import evaluate
 from hwd_tune.models import build_model, feature_channels, freeze_teacher, load_weights
 from hwd_tune.outputs import SegOutput
-from trainables.checkpointing import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from trainables.checkpointing import (
+    CorruptCheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from trainables.hooks import LoopHooks
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,6 +68,7 @@ class LoopContext:
     iteration: int = 0
     best_miou: float = -1.0
     channel_weight_history: list[tuple[int, list[float]]] = field(default_factory=list)
+    restore_notes: list[str] = field(default_factory=list)  # damaged checkpoints skipped at restore
 
 
 def poly_factor(max_iters: int, power: float):
@@ -185,9 +195,53 @@ def build_context(loop_config: dict[str, Any]) -> LoopContext:
     )
 
 
+def restore_newest_whole(context: LoopContext, latest: ray.train.Checkpoint) -> dict[str, Any] | None:
+    """Restores the newest checkpoint that verifies, `latest` first, then the older ones beside it
+    (Ray keeps the best and the latest); returns its meta.json, or None when none is whole: the run
+    then starts from scratch instead of failing on the same damaged files at every retry. What was
+    skipped is kept in `context.restore_notes` (rank 0 tags the MLflow run with it)."""
+    skipped = []
+    for candidate in [latest, *older_checkpoints(latest)]:
+        try:
+            meta = restore(context, candidate)
+        except (CorruptCheckpointError, FileNotFoundError) as error:
+            skipped.append(str(error))
+            continue
+        if skipped:
+            context.restore_notes.append(
+                f"resumed from {candidate.path} (iteration {context.iteration}) after skipping: " + " | ".join(skipped)
+            )
+        return meta
+    context.restore_notes.append("no whole checkpoint, training from scratch; skipped: " + " | ".join(skipped))
+    return None
+
+
+def older_checkpoints(latest: ray.train.Checkpoint) -> list[ray.train.Checkpoint]:
+    """The run's other checkpoint folders beside `latest` (same storage, local or remote), newest first."""
+    import pyarrow.fs
+
+    parent, _, name = str(latest.path).rstrip("/").rpartition("/")
+    filesystem = latest.filesystem
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    except (OSError, ValueError):
+        return []
+    folders = sorted(
+        (entry.path for entry in entries if entry.type == pyarrow.fs.FileType.Directory),
+        key=lambda path: path.rpartition("/")[2],
+        reverse=True,
+    )
+    return [
+        ray.train.Checkpoint(path=path, filesystem=filesystem)
+        for path in folders
+        if path.rpartition("/")[2].startswith("checkpoint_") and path.rpartition("/")[2] != name
+    ]
+
+
 def restore(context: LoopContext, checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
     """Continues from a Ray Train checkpoint at its exact iteration (weights, optimiser, RNG...);
-    returns the checkpoint's meta.json (the metrics of the validation that wrote it)."""
+    returns the checkpoint's meta.json (the metrics of the validation that wrote it). The files are
+    verified and loaded before any state changes (CorruptCheckpointError otherwise)."""
     with checkpoint.as_directory() as directory:
         model_state, train_state, meta = load_checkpoint(directory)
     unwrap(context.student).load_state_dict(model_state)
@@ -351,6 +405,8 @@ class RankZeroTracker:
             self.tracking = tracking
             self.logger = tracking.RunLogger(self.tracking_uri, self.run_id)
             self.last_steps = self.logger.last_steps()
+            if context.restore_notes:
+                self.logger.set_tags({"hwd.checkpoint_fallback": " || ".join(context.restore_notes)})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.logger:
@@ -397,8 +453,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     schedule = context.config.schedule
     if checkpoint is not None:
-        meta = restore(context, checkpoint)
-        if context.iteration >= schedule.max_iters:
+        meta = restore_newest_whole(context, checkpoint)
+        for note in context.restore_notes:
+            logger.warning("rank %d: %s", context.rank, note)
+        if meta is not None and context.iteration >= schedule.max_iters:
             report_finished_run(context, meta)
             return
     tracker = RankZeroTracker(context, loop_config)

@@ -108,3 +108,59 @@ def test_rerunning_a_finished_run_resumes_instead_of_training_again(ray_local, t
         assert again.metrics[name] == first.metrics[name]
     assert torch.equal(final_weights(first)["head.block.4.weight"], final_weights(again)["head.block.4.weight"])
     assert run_name(config).startswith("teacher-synthetic-deeplabv3_resnet18-none-")
+
+
+def damage(checkpoint_dir) -> None:
+    """Cuts the weights file of a checkpoint folder in half, as a full disk or a killed copy would."""
+    if not checkpoint_dir.is_dir():
+        return  # Ray's checkpoint_manager_snapshot.json sits beside the folders
+    weights = checkpoint_dir / "model.pt"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def test_damaged_checkpoints_fall_back_to_a_whole_one_or_restart_from_scratch(ray_local, tmp_path):
+    """A re-run whose newest checkpoint is cut short resumes from an older whole one beside it; with
+    none whole it trains from scratch (reaching the very weights of the first run); a re-run that
+    fails leaves the finished run FINISHED. Each case is tagged on the run, naming the files."""
+    import shutil
+
+    schedule = {"schedule": {"max_iters": 4, "val_interval": 2}}
+    config = tiny_config(tmp_path, name="damaged", **schedule)
+    first = run_training(config)
+    first_weights = load_checkpoint(first["checkpoint"])[0]
+    run_dir = tmp_path / "ray" / "damaged"
+    shorter = fit(tiny_config(tmp_path / "short", name="short", schedule={"max_iters": 2, "val_interval": 2}))
+    older = run_dir / "checkpoint_0000-00-00_00-00-00.000000"  # sorts before every real one: the oldest
+    shutil.copytree(shorter.checkpoint.path, older)
+    for checkpoint in run_dir.glob("checkpoint_2*"):  # this run's own checkpoints (timestamped 2026-...)
+        damage(checkpoint)
+
+    client = MlflowClient(first["tracking_uri"])
+    again = run_training(config)
+    assert again["run_id"] == first["run_id"] and again["metrics"]["iteration"] == 4
+    run = client.get_run(first["run_id"])
+    note = run.data.tags["hwd.checkpoint_fallback"]
+    assert note.startswith(f"resumed from {older} (iteration 2) after skipping: checkpoint {first['checkpoint']}")
+    assert "model.pt: " in note and "bytes, the manifest says" in note
+    assert run.info.status == "FINISHED"
+    assert_each_metric_once_per_step(client, first["run_id"])
+
+    for checkpoint in run_dir.glob("checkpoint_*"):
+        damage(checkpoint)
+    scratch = run_training(config)
+    assert (
+        client.get_run(first["run_id"])
+        .data.tags["hwd.checkpoint_fallback"]
+        .startswith("no whole checkpoint, training from scratch; skipped: checkpoint ")
+    )
+    rebuilt = load_checkpoint(scratch["checkpoint"])[0]
+    for key in first_weights:  # training depends only on (seed, rank, iteration): the same weights again
+        assert torch.equal(rebuilt[key], first_weights[key]), key
+
+    for checkpoint in run_dir.glob("checkpoint_*"):
+        damage(checkpoint)
+    with pytest.raises(Exception, match="failing on purpose at iteration 1"):
+        run_training(config, extra_loop_config={"fail_at_iteration": 1})
+    run = client.get_run(first["run_id"])
+    assert run.info.status == "FINISHED"  # what it trained before is still there: not FAILED
+    assert "failing on purpose at iteration 1" in run.data.tags["hwd.rerun_failure"]
