@@ -1,7 +1,18 @@
-"""The `hwd-tune` command line: parses arguments and calls the layers; no logic of its own."""
+"""The `hwd-tune` command line: parses arguments and calls the layers; no logic of its own.
+
+Exit codes, for every command: 0 finished, 1 failed (one line of cause, the full traceback in a log
+file whose path is printed), 2 bad input (nothing started), 130 interrupted (Ctrl-C or SIGTERM;
+the line to continue is printed).
+"""
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +40,36 @@ GpusOption = Annotated[
 CpusOption = Annotated[
     float | None, typer.Option("--cpus-per-worker", help="CPUs per worker (resources.cpus_per_worker).")
 ]
+FAILURE_LOGS = Path(".hwd-tune") / "logs"  # full tracebacks of failed commands, under the working directory
+
+
+@contextmanager
+def _exit_codes(resume_option: str | None = None) -> Iterator[None]:
+    """Maps what a command ends with to its exit code: Ctrl-C/SIGTERM -> 130 with the command that
+    continues (`resume_option` appended when the command needs it), any other error -> 1 with its
+    cause in one line and the traceback in a log file. typer.Exit (0, 2, ...) passes through."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        again = ["hwd-tune", *sys.argv[1:]]
+        if resume_option and resume_option not in again:
+            again.append(resume_option)
+        console.print("[yellow]interrupted[/yellow]: what finished is kept; continue with:")
+        console.print(f"  {shlex.join(again)}", soft_wrap=True, markup=False, highlight=False)  # one line, to copy
+        raise typer.Exit(code=130) from None
+    except Exception as error:  # noqa: BLE001 - every failure ends as one line and a log, not a Ray traceback
+        from hwd_tune.sweep.summary import failure_reason
+
+        FAILURE_LOGS.mkdir(parents=True, exist_ok=True)
+        log = FAILURE_LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{sys.argv[1] if len(sys.argv) > 1 else 'hwd-tune'}.log"
+        log.write_text("".join(traceback.format_exception(error)))
+        console.print(f"[red]failed[/red]: {failure_reason(error)}", soft_wrap=True)
+        console.print(f"full traceback: {log.resolve()}", soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
+
+
 AddressOption = Annotated[
     str | None,
     typer.Option("--address", help="Ray cluster to join ('auto', ray://...); default: RAY_ADDRESS or a local Ray."),
@@ -72,12 +113,13 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
         console.print(f"[red]invalid configuration[/red]\n{error}")
         raise typer.Exit(code=2) from None
     console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}")
-    connect_ray(address)
-    try:
-        outcome = run_training(config, progress=console)
-    except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]cannot start[/red]: {error}")
-        raise typer.Exit(code=2) from None
+    with _exit_codes():
+        connect_ray(address)
+        try:
+            outcome = run_training(config, progress=console)
+        except (ValueError, FileNotFoundError) as error:
+            console.print(f"[red]cannot start[/red]: {error}")
+            raise typer.Exit(code=2) from None
     metrics = outcome["metrics"]
     console.print(
         f"[green]done[/green] {outcome['run_name']}: val_miou {metrics.get('val_miou', float('nan')):.2f}, "
@@ -123,13 +165,14 @@ def evaluate(
     """Evaluate a checkpoint on a dataset's validation split: mIoU and per-class IoU."""
     from trainables.evaluation import evaluate_checkpoint
 
-    try:
-        result = evaluate_checkpoint(
-            checkpoint, data, root=root, flip=flip, scales=tuple(float(s) for s in scales.split(","))
-        )
-    except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]cannot evaluate[/red]: {error}")
-        raise typer.Exit(code=2) from None
+    with _exit_codes():
+        try:
+            result = evaluate_checkpoint(
+                checkpoint, data, root=root, flip=flip, scales=tuple(float(s) for s in scales.split(","))
+            )
+        except (ValueError, FileNotFoundError) as error:
+            console.print(f"[red]cannot evaluate[/red]: {error}")
+            raise typer.Exit(code=2) from None
     table = Table("class", "IoU %")
     for name, iou in zip(result["class_names"], result["iou"]):
         table.add_row(name, "absent" if iou != iou else f"{100 * iou:.2f}")
@@ -159,12 +202,13 @@ def sweep(
     except ConfigError as error:
         console.print(f"[red]invalid sweep[/red]\n{error}")
         raise typer.Exit(code=2) from None
-    connect_ray(address)
-    try:
-        sweep_service.run(sweep_config, resume=resume, console=console)
-    except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]cannot start the sweep[/red]: {error}")
-        raise typer.Exit(code=2) from None
+    with _exit_codes(resume_option="--resume"):
+        connect_ray(address)
+        try:
+            sweep_service.run(sweep_config, resume=resume, console=console)
+        except (ValueError, FileNotFoundError) as error:
+            console.print(f"[red]cannot start the sweep[/red]: {error}")
+            raise typer.Exit(code=2) from None
 
 
 def _load_plan(path: Path, sets: list[str] | None):
@@ -195,12 +239,13 @@ def reproduce(
     from trainables.launch import connect_ray
 
     plan_config = _load_plan(plan, set_)
-    connect_ray(address)
-    try:
-        summary = reproduce_service.reproduce(plan_config, console=console)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]cannot start the reproduction[/red]: {error}")
-        raise typer.Exit(code=2) from None
+    with _exit_codes():
+        connect_ray(address)
+        try:
+            summary = reproduce_service.reproduce(plan_config, console=console)
+        except (ConfigError, ValueError, FileNotFoundError) as error:
+            console.print(f"[red]cannot start the reproduction[/red]: {error}")
+            raise typer.Exit(code=2) from None
     if summary.failed or summary.report is None:
         raise typer.Exit(code=1)
 
@@ -214,11 +259,12 @@ def report(
     from hwd_tune import reproduce as reproduce_service
 
     plan_config = _load_plan(plan, set_)
-    try:
-        reproduce_service.report_from_mlflow(plan_config, console=console)
-    except (ValueError, KeyError) as error:
-        console.print(f"[red]cannot write the report[/red]: {error}")
-        raise typer.Exit(code=2) from None
+    with _exit_codes():
+        try:
+            reproduce_service.report_from_mlflow(plan_config, console=console)
+        except (ValueError, KeyError) as error:
+            console.print(f"[red]cannot write the report[/red]: {error}")
+            raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -231,12 +277,13 @@ def quickstart(
     from hwd_tune.sweep.quickstart import run_quickstart
     from trainables.launch import connect_ray
 
-    connect_ray(address)
-    try:
-        run_quickstart(output_dir=output_dir, console=console)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]quickstart stopped[/red]: {error}")
-        raise typer.Exit(code=2) from None
+    with _exit_codes():
+        connect_ray(address)
+        try:
+            run_quickstart(output_dir=output_dir, console=console)
+        except (ConfigError, ValueError, FileNotFoundError) as error:
+            console.print(f"[red]quickstart stopped[/red]: {error}")
+            raise typer.Exit(code=2) from None
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
 from hwd_tune.reproduce.plan import Cell, Plan, check_resources
 from hwd_tune.reproduce.report import write_plan_report
+from hwd_tune.sweep.interruption import Interrupted, graceful_stops, unfinished
 from hwd_tune.sweep.summary import failure_reason
 from trainables.launch import preflight, resource_plan, run_key, run_name, run_training
 
@@ -273,7 +274,11 @@ def reproduce(
         errors: dict[Cell, str] = {}
         if remaining:
             jobs = _cell_jobs(plan, remaining, plan_run.run_id, tracking_uri, loop_config_hook)
-            errors = _trial_errors(build_tuner(plan, remaining, jobs, max_concurrent).fit(), jobs)
+            with graceful_stops():
+                results = build_tuner(plan, remaining, jobs, max_concurrent).fit()
+            if unfinished(results, "best_val_miou"):
+                raise Interrupted(f"plan {plan.name}: stopped with runs unfinished")
+            errors = _trial_errors(results, jobs)
         summary = ReproduceSummary(
             plan_name=plan.name,
             plan_run_id=plan_run.run_id,

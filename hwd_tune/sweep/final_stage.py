@@ -17,6 +17,7 @@ from ray import tune
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
 from hwd_tune.sweep.config import SweepConfig, baseline_method, final_job_config
+from hwd_tune.sweep.interruption import Interrupted, unfinished
 from hwd_tune.sweep.layout import FINAL_FOLDER, SWEEP_TAG, sweep_dir
 from hwd_tune.sweep.statistics import PairedDifference, SeedStats, paired_difference, seed_stats
 from hwd_tune.sweep.summary import TrialRow, failure_reason, ranked_trials
@@ -142,6 +143,8 @@ def run_final_stage(
             loop_config_hook=loop_config_hook,
         )
         results = _tuner(sweep, remaining, setup, min(max_concurrent, len(remaining))).fit()
+        if unfinished(results, "best_val_miou"):
+            raise Interrupted(f"{sweep.name}: the final stage was stopped with runs unfinished")
         for result in results:
             if result.error is not None:
                 errors[result.config["run"]] = failure_reason(result.error)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +129,31 @@ def build_searcher(sweep: SweepConfig) -> OptunaSearch:
     )
 
 
-def close_orphaned_optuna_trials(sweep: SweepConfig) -> list[str]:
+def close_orphaned_optuna_trials(
+    sweep: SweepConfig, ran_as: Callable[[dict[str, Any]], str | None] | None = None
+) -> list[str]:
     """Marks FAIL the Optuna trials still RUNNING once every Tune trial has ended: ones the searcher
-    asked for after Tune last saved its state, before the driver was killed (never run)."""
+    asked for after Tune last saved its state, before the driver was killed, which Tune never
+    resumes. `ran_as(params)` names what such a trial left (e.g. its MLflow run) if it started: only
+    trials that left nothing are said never to have run."""
     study = optuna.load_study(study_name=sweep.name, storage=optuna_storage(sweep))
-    orphans = [trial.number for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
-    for number in orphans:
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
-    if not orphans:
-        return []
-    return [f"Optuna trials {orphans} were asked for before the driver was killed but never ran: marked FAIL"]
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    never_ran, started = [], []
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        trace = ran_as(trial.params) if ran_as else None
+        if trace is None:
+            never_ran.append(trial.number)
+        else:
+            started.append(f"{trial.number} ({trace})")
+    notes = []
+    if never_ran:
+        notes.append(
+            f"Optuna trials {never_ran} were asked for before the driver was killed but never ran: marked FAIL"
+        )
+    if started:
+        notes.append(
+            f"Optuna trials {', '.join(started)} started before the driver was killed, after Tune last saved its "
+            "state, so Tune could not resume them: marked FAIL"
+        )
+    return notes

@@ -9,6 +9,7 @@ final stage, and returns a `SweepSummary`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from hwd_tune.sweep.config import (
     tuned_baseline_sweep,
 )
 from hwd_tune.sweep.final_stage import candidates, run_final_stage
+from hwd_tune.sweep.interruption import Interrupted, graceful_stops
 from hwd_tune.sweep.layout import (
     STOPPED_AT_TAG,
     SWEEP_TAG,
@@ -258,36 +260,81 @@ def run(
     parent.log_system_facts()
     searching = _Searching(parent.run_id, tracking_uri, max_concurrent, resume, loop_config_hook)
     try:
-        trials, experiment_path = searching.search(sweep)
-        summary = summarise(sweep, trials, parent.run_id, tracking_uri, experiment_path)
-        summary.notes += close_orphaned_optuna_trials(sweep)
-        summary.tuned_baselines = [searching.tuned_baseline(search) for search in tuned_searches]
-        final = sweep.search.final
-        if not (final.top_k and "baselines" in final.include):
-            summary.baselines = [
-                _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
-                for method in sweep.search.baselines
-                if isinstance(method, str)
-            ]
-        if final.top_k:
-            tuned_winners = {tuned.method: tuned.best_params for tuned in summary.tuned_baselines if tuned.best_params}
-            summary.final_stage = run_final_stage(
-                sweep,
-                candidates(sweep, trials, tuned_winners),
-                parent_run_id=parent.run_id,
-                tracking_uri=tracking_uri,
-                max_concurrent=max_concurrent,
-                loop_config_hook=loop_config_hook,
-            )
-            adopt_final_winner(sweep, summary)
-            _record_in_study(sweep, summary)
-        write_report(sweep, summary, parent)
+        with graceful_stops():
+            summary = _search_and_retrain(sweep, searching, tuned_searches, parent, tracking_uri, max_concurrent)
     except BaseException as error:
-        parent.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=failure_reason(error))
+        stopped = isinstance(error, KeyboardInterrupt)
+        if stopped:
+            _kill_running_children(tracking_uri, sweep.train.tracking.experiment, parent.run_id)
+        parent.finish("KILLED" if stopped else "FAILED", reason=failure_reason(error))
         raise
     parent.finish("FINISHED")
     print_summary(summary, console)
     return summary
+
+
+def _search_and_retrain(
+    sweep: SweepConfig,
+    searching: _Searching,
+    tuned_searches: list[SweepConfig],
+    parent: tracking.RunLogger,
+    tracking_uri: str,
+    max_concurrent: int,
+) -> SweepSummary:
+    """The stages of `run` after its checks: search, tuned baselines, baselines, final stage, report.
+    A stage stopped by Ctrl-C or SIGTERM raises `Interrupted` before anything is concluded from it."""
+    trials, experiment_path = searching.search(sweep)
+    summary = summarise(sweep, trials, parent.run_id, tracking_uri, experiment_path)
+    summary.notes += close_orphaned_optuna_trials(sweep, _started_run(sweep, tracking_uri, parent.run_id))
+    summary.tuned_baselines = [searching.tuned_baseline(search) for search in tuned_searches]
+    final = sweep.search.final
+    if not (final.top_k and "baselines" in final.include):
+        summary.baselines = [
+            _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
+            for method in sweep.search.baselines
+            if isinstance(method, str)
+        ]
+    if final.top_k:
+        tuned_winners = {tuned.method: tuned.best_params for tuned in summary.tuned_baselines if tuned.best_params}
+        summary.final_stage = run_final_stage(
+            sweep,
+            candidates(sweep, trials, tuned_winners),
+            parent_run_id=parent.run_id,
+            tracking_uri=tracking_uri,
+            max_concurrent=max_concurrent,
+            loop_config_hook=searching.loop_config_hook,
+        )
+        adopt_final_winner(sweep, summary)
+        _record_in_study(sweep, summary)
+    write_report(sweep, summary, parent)
+    return summary
+
+
+def _kill_running_children(tracking_uri: str, experiment: str, parent_run_id: str) -> None:
+    """Marks KILLED the parent's child runs still RUNNING (trials Tune stopped; a resume reopens them)."""
+    for run in tracking.find_runs(tracking_uri, experiment, {"mlflow.parentRunId": parent_run_id}, status="RUNNING"):
+        tracking.RunLogger(tracking_uri, run.run_id).finish("KILLED", reason="the sweep was interrupted")
+
+
+def _started_run(sweep: SweepConfig, tracking_uri: str, parent_run_id: str) -> Callable[[dict[str, Any]], str | None]:
+    """For an orphaned Optuna trial's params: the child run that trained them, if one exists."""
+
+    def find(params: dict[str, Any]) -> str | None:
+        children = tracking.find_runs(
+            tracking_uri, sweep.train.tracking.experiment, {"mlflow.parentRunId": parent_run_id}
+        )
+        for run in children:
+            if run.tags.get(SWEEP_TAG) != sweep.name or not params:
+                continue
+            if all(
+                name in run.params and math.isclose(float(run.params[name]), float(value))
+                for name, value in params.items()
+                if isinstance(value, int | float)
+            ):
+                return f"MLflow run {run.run_id}, up to iteration {int(run.metrics.get('iteration', 0))}"
+        return None
+
+    return find
 
 
 @dataclass(frozen=True)
@@ -312,12 +359,16 @@ class _Searching:
             loop_config_hook=self.loop_config_hook,
         )
         results = build_tuner(sweep, setup, self.max_concurrent, self.resume).fit()
-        return trial_rows(sweep, results.experiment_path, self.tracking_uri, parent_key), results.experiment_path
+        trials = trial_rows(sweep, results.experiment_path, self.tracking_uri, parent_key)
+        stopped = [row.trial_id for row in trials if row.status == "unfinished"]
+        if stopped:
+            raise Interrupted(f"{sweep.name}: the search was stopped with trials {stopped} unfinished")
+        return trials, results.experiment_path
 
     def tuned_baseline(self, search: SweepConfig) -> TunedBaselineResult:
         """A tuned baseline's own search (same budget as the main one) and its best params."""
         trials, _ = self.search(search)
-        close_orphaned_optuna_trials(search)
+        close_orphaned_optuna_trials(search, _started_run(search, self.tracking_uri, self.parent_run_id))
         ranked = ranked_trials(trials, search.search.mode)
         best = ranked[0] if ranked else None
         return TunedBaselineResult(
