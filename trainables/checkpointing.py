@@ -115,6 +115,27 @@ def checkpoint_problems(directory: str | Path, files: tuple[str, ...] = CHECKPOI
     return problems
 
 
+def best_whole_checkpoint_in(run_dir: str | Path, metric: str = "val_miou") -> tuple[Path | None, list[str]]:
+    """The checkpoint folder of a run (`<run_dir>/checkpoint_*`) with the highest `metric` in its
+    meta.json among those that verify, and one note per better-scoring one skipped as damaged."""
+    scored = []
+    for folder in Path(run_dir).glob("checkpoint_*"):
+        if not folder.is_dir():
+            continue
+        try:
+            value = float(json.loads((folder / META_FILE).read_text()).get(metric, float("-inf")))
+        except (OSError, ValueError):
+            value = float("-inf")  # no readable meta: ranked last, and verified like the others
+        scored.append((value, folder))
+    notes = []
+    for value, folder in sorted(scored, key=lambda pair: pair[0], reverse=True):
+        problems = checkpoint_problems(folder)
+        if not problems:
+            return folder, notes
+        notes.append(f"checkpoint {folder} ({metric} {value:.2f}) is damaged, skipped: " + "; ".join(problems))
+    return None, notes
+
+
 def verify_checkpoint(directory: str | Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> None:
     """Raises CorruptCheckpointError naming every damaged file of the checkpoint."""
     problems = checkpoint_problems(directory, files)

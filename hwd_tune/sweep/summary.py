@@ -20,8 +20,9 @@ from rich.table import Table
 
 from hwd_tune import tracking
 from hwd_tune.sweep.config import SweepConfig, final_job_config, trial_train_config
-from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, sweep_dir, trial_run_key
+from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, TRIALS_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
+from trainables.checkpointing import best_whole_checkpoint_in
 
 if TYPE_CHECKING:  # final_stage builds on this module
     from hwd_tune.sweep.final_stage import FinalStageResult
@@ -86,6 +87,7 @@ class SweepSummary:
     tuned_baselines: list[TunedBaselineResult] = field(default_factory=list)
     final_stage: FinalStageResult | None = None  # None: search.final.top_k is 0
     chosen_by: str = "the best search score"  # how best_params were chosen (the final stage: by mean)
+    best_trial_checkpoint: Path | None = None  # the best trial's best whole checkpoint (its weights)
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -174,7 +176,7 @@ def summarise(
     """The best trial by search.metric (failed and unscored trials excluded) and the sweep's places."""
     ranked = ranked_trials(trials, sweep.search.mode)
     best = ranked[0] if ranked else None
-    return SweepSummary(
+    summary = SweepSummary(
         name=sweep.name,
         metric=sweep.search.metric,
         best_params=dict(best.params) if best else {},
@@ -189,6 +191,13 @@ def summarise(
         experiment_path=experiment_path,
         report_dir=sweep_dir(sweep) / REPORT_FOLDER,
     )
+    if best is not None:
+        checkpoint, skipped = best_whole_checkpoint_in(sweep_dir(sweep) / TRIALS_FOLDER / f"trial-{best.trial_id}")
+        summary.best_trial_checkpoint = checkpoint
+        summary.notes += [f"best trial {best.trial_id}: {note}; its best whole checkpoint is used" for note in skipped]
+        if checkpoint is None:
+            summary.notes.append(f"best trial {best.trial_id}: no whole checkpoint left (its weights cannot be used)")
+    return summary
 
 
 def ranked_trials(trials: list[TrialRow], mode: str) -> list[TrialRow]:
@@ -350,6 +359,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
         print_final_stage(summary.final_stage, console)
     if summary.best_config_path:
         console.print(f"best config: {summary.best_config_path} (hwd-tune distill {summary.best_config_path})")
+    if summary.best_trial_checkpoint:
+        console.print(f"best trial's weights: {summary.best_trial_checkpoint}")
     for note in summary.notes:
         console.print(f"[yellow]note[/yellow]: {note}")
     console.print(f"MLflow parent run {summary.parent_run_id}; open the UI with: {summary.mlflow_ui_command()}")

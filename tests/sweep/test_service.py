@@ -191,5 +191,9 @@ def test_resume_after_the_driver_is_killed_continues_without_re_running_finished
         assert best_config.method.params[name] == pytest.approx(value)
     assert best_config.job == "distill" and best_config.schedule.max_iters == 8
     assert (summary.report_dir / "plots" / "optimization_history.png").is_file()
+    assert summary.best_trial_checkpoint.parent.name == f"trial-{best.trial_id}"
+    assert json.loads((summary.best_trial_checkpoint / "meta.json").read_text())["val_miou"] == pytest.approx(
+        best.val_miou
+    )
     assert yaml.safe_load((summary.report_dir / "search_space.json").read_text()) == SPACE
     assert summary.mlflow_ui_command().endswith("--host 127.0.0.1 --port 5000")

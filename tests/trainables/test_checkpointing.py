@@ -12,6 +12,7 @@ from trainables.checkpointing import (
     MODEL_FILE,
     STATE_FILE,
     CorruptCheckpointError,
+    best_whole_checkpoint_in,
     checkpoint_problems,
     load_checkpoint,
     save_checkpoint,
@@ -75,3 +76,22 @@ def test_checkpoints_from_before_manifests_load_when_whole(checkpoint):
     (directory / MODEL_FILE).write_bytes(b"not a torch file")
     problems = checkpoint_problems(directory)
     assert len(problems) == 1 and f"checkpoint file {directory / MODEL_FILE} is unreadable or corrupt" in problems[0]
+
+
+def test_the_best_whole_checkpoint_of_a_run_skips_damaged_better_ones(tmp_path):
+    def write(name, miou):
+        return save_checkpoint(
+            tmp_path / name, model_state={"w": torch.ones(2)}, train_state={"iteration": 1}, meta={"val_miou": miou}
+        )
+
+    best, second, third = write("checkpoint_a", 50.0), write("checkpoint_b", 45.0), write("checkpoint_c", 40.0)
+    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")  # Ray's file beside the folders
+    assert best_whole_checkpoint_in(tmp_path) == (best, [])
+    (best / MODEL_FILE).write_bytes(b"cut")
+    chosen, notes = best_whole_checkpoint_in(tmp_path)
+    assert chosen == second and len(notes) == 1
+    assert notes[0].startswith(f"checkpoint {best} (val_miou 50.00) is damaged, skipped: {best / MODEL_FILE}: 3 bytes")
+    for folder in (second, third):
+        (folder / STATE_FILE).unlink()
+    assert best_whole_checkpoint_in(tmp_path)[0] is None
+    assert best_whole_checkpoint_in(tmp_path / "missing") == (None, [])
