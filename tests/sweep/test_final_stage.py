@@ -3,12 +3,7 @@ real sweep with a tuned baseline whose driver is killed in the final stage and r
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +12,7 @@ from scipy import stats
 from hwd_tune.sweep import service
 from hwd_tune.sweep.final_stage import Candidate, CandidateResult, candidates, judge
 from hwd_tune.sweep.summary import TrialRow, final_verdict
-from tests.sweep.helpers import PAPER_POINT, tiny_sweep
-from tests.sweep.test_service import DRIVER, _kill_session
+from tests.sweep.helpers import PAPER_POINT, kill_driver_once, tiny_sweep
 
 
 def row(trial_id: str, score: float | None, status: str = "completed", **params) -> TrialRow:
@@ -121,21 +115,8 @@ def test_a_final_stage_with_a_tuned_baseline_resumes_after_a_kill_and_reports_se
         final={"top_k": 1, "seeds": [0, 1], "include": ["table_i", "baselines"]},
     )
     tracking_uri = sweep.train.tracking.uri
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, json.dumps(sweep.model_dump(mode="json"))],
-        cwd=Path(__file__).resolve().parents[2],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 420
-        while not _finished_final_runs(tracking_uri):
-            assert driver.poll() is None, "the sweep driver exited before any final-stage run finished"
-            assert time.monotonic() < deadline, "no final-stage run finished within 420 s"
-            time.sleep(0.5)
-    finally:
-        _kill_session(driver)
+    happened = lambda: bool(_finished_final_runs(tracking_uri))  # noqa: E731
+    kill_driver_once(sweep, happened, "final-stage run finished", timeout_s=420)
     finished_before = _finished_final_runs(tracking_uri)
 
     summary = service.run(sweep, resume=True)

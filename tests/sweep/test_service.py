@@ -4,14 +4,13 @@ parent/child runs, the best config, and the clear errors raised before any trial
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import yaml
 
 from hwd_tune.config import ConfigError, load_train_config
 from hwd_tune.sweep import layout, service
-from tests.sweep.helpers import PAPER_POINT, SPACE, tiny_sweep
+from tests.sweep.helpers import PAPER_POINT, SPACE, kill_driver_once, tiny_sweep
 from tests.trainables.helpers import TINY_TEACHER, tiny_config
 
 
@@ -73,17 +72,6 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_l
     assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
 
 
-DRIVER = """
-import json, sys
-from hwd_tune.sweep import service
-from hwd_tune.sweep.config import SweepConfig
-from trainables.launch import start_local_ray
-
-start_local_ray(num_cpus=2, log_to_driver=False)
-service.run(SweepConfig.model_validate(json.loads(sys.argv[1])))
-"""
-
-
 def _finished_children(tracking_uri: str) -> dict[str, str]:
     """trial id -> MLflow run id of the trials whose child run the driver has ended."""
     from hwd_tune import tracking
@@ -96,54 +84,18 @@ def _finished_children(tracking_uri: str) -> dict[str, str]:
     }
 
 
-def _kill_session(process) -> None:
-    """SIGKILL the driver's whole process group (it and the local Ray it started), like `kill -9`."""
-    import os
-    import signal
-
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    survivors = [pid for pid in os.listdir("/proc") if pid.isdigit() and _session_of(int(pid)) == process.pid]
-    for pid in survivors:  # Ray processes that left the group but not the session
-        os.kill(int(pid), signal.SIGKILL)
-
-
-def _session_of(pid: int) -> int | None:
-    try:
-        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed_continues_without_re_running_finished_trials(
     ray_local, tmp_path, teacher_checkpoint
 ):
     import json
-    import subprocess
-    import sys
-    import time
 
     import optuna
     from mlflow import MlflowClient
 
     sweep = tiny_sweep(tmp_path, teacher_checkpoint, num_samples=4, scheduler={"type": "none"})
     tracking_uri = sweep.train.tracking.uri
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, json.dumps(sweep.model_dump(mode="json"))],
-        cwd=Path(__file__).resolve().parents[2],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not _finished_children(tracking_uri):
-            assert driver.poll() is None, "the sweep driver exited before any trial finished"
-            assert time.monotonic() < deadline, "no trial finished within 300 s"
-            time.sleep(0.2)
-    finally:
-        _kill_session(driver)
+    kill_driver_once(sweep, lambda: bool(_finished_children(tracking_uri)), "any trial finished", timeout_s=300)
     before_kill = _finished_children(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     history_before = {run_id: client.get_metric_history(run_id, "loss/total") for run_id in before_kill.values()}
