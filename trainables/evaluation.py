@@ -28,7 +28,8 @@ def evaluate_checkpoint(
     """mIoU (%, both conventions), pixel accuracy and per-class IoU of a checkpoint directory."""
     meta = read_meta(checkpoint)
     trained = meta.get("config", {})
-    data = DataConfig.model_validate({**trained.get("data", {}), "name": dataset, "root": root})
+    # holdout off: the official val split, even for a checkpoint trained with images held out
+    data = DataConfig.model_validate({**trained.get("data", {}), "name": dataset, "root": root, "holdout": {}})
     info = info_from_config(data)
     if info.num_classes != meta["num_classes"]:
         raise ValueError(
