@@ -2,7 +2,8 @@
 
 Modules: `config` (the sweep file's schema and loading), `layout` (where its files go, how its
 runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `service` (`run`),
-`summary` (trial rows, plots, the best config) and `quickstart` (the README's main job).
+`summary` (trial rows, plots, the best config), `tuning_split` (the held-out images trials are
+scored on) and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (
@@ -10,10 +11,12 @@ from hwd_tune.sweep.config import (
     SweepConfig,
     baseline_train_config,
     check_resources,
+    final_train_config,
     grid_size,
     load,
     startup_trials,
     trial_train_config,
+    tuning_holdout,
 )
 from hwd_tune.sweep.layout import (
     BEST_CONFIG_FILE,
@@ -62,6 +65,7 @@ __all__ = [
     "check_resources",
     "close_orphaned_optuna_trials",
     "failure_reason",
+    "final_train_config",
     "grid_size",
     "load",
     "optuna_storage",
@@ -73,4 +77,5 @@ __all__ = [
     "trial_run_key",
     "trial_train_config",
     "tune_domain",
+    "tuning_holdout",
 ]

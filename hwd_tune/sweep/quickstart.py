@@ -67,6 +67,7 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
 
     console.rule("[bold]3/3 result")
     best = ", ".join(f"{name} = {value:.3g}" for name, value in summary.best_params.items())
-    console.print(f"best HWD setting: {best} -> val mIoU {summary.best_val_miou:.2f}")
+    scored_on = "the held-out training images" if sweep.search.tune_on == "holdout" else "val"
+    console.print(f"best HWD setting: {best} -> mIoU {summary.best_val_miou:.2f} on {scored_on}")
     console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}")
     return summary

@@ -21,7 +21,13 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
-from hwd_tune.sweep.config import SweepConfig, baseline_train_config, check_resources, trial_train_config
+from hwd_tune.sweep.config import (
+    SweepConfig,
+    baseline_train_config,
+    check_resources,
+    final_train_config,
+    trial_train_config,
+)
 from hwd_tune.sweep.layout import (
     STOPPED_AT_TAG,
     SWEEP_TAG,
@@ -53,6 +59,7 @@ from hwd_tune.sweep.summary import (
     trial_rows,
     write_report,
 )
+from hwd_tune.sweep.tuning_split import log_tuning_split
 from trainables.launch import build_trainer, preflight, resource_plan, run_training
 
 LoopConfigHook = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -248,9 +255,11 @@ def run(
         loop_config_hook=loop_config_hook,
     )
     try:
+        tuning_split = log_tuning_split(sweep, parent)
         results = build_tuner(sweep, setup, max_concurrent, resume).fit()
         trials = trial_rows(sweep, results.experiment_path, tracking_uri, parent_key)
         summary = summarise(sweep, trials, parent.run_id, tracking_uri, results.experiment_path)
+        summary.tuning_split = tuning_split
         summary.notes += close_orphaned_optuna_trials(sweep)
         summary.baselines = [
             _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
@@ -287,7 +296,7 @@ def _run_job(label: str, params: dict[str, Any], config: TrainConfig, parent_run
 
 
 def _final_stage(sweep: SweepConfig, trials: list[TrialRow], parent_run_id: str) -> list[JobResult]:
-    """Retrains the top_k trials' params at final.max_iters (search.final)."""
+    """Retrains the top_k trials' params at final.max_iters on the whole training split, scored on val."""
     top_k = sweep.search.final.top_k
     if not top_k:
         return []
@@ -299,7 +308,7 @@ def _final_stage(sweep: SweepConfig, trials: list[TrialRow], parent_run_id: str)
         _run_job(
             f"final-{rank}",
             row.params,
-            trial_train_config(sweep, row.params, sweep.search.final.max_iters),
+            final_train_config(sweep, row.params),
             parent_run_id,
         )
         for rank, row in enumerate(ranked[:top_k], start=1)

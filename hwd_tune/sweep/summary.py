@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwd_tune import tracking
-from hwd_tune.sweep.config import SweepConfig, trial_train_config
+from hwd_tune.sweep.config import SweepConfig, final_train_config
 from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
 
@@ -70,6 +70,7 @@ class SweepSummary:
     experiment_path: str
     report_dir: Path
     notes: list[str] = field(default_factory=list)  # what could not be made (e.g. a plot)
+    tuning_split: str = ""  # one line: which images the trials were scored on (sweep.tuning_split)
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -178,19 +179,23 @@ def summarise(
 
 
 def write_best_config(sweep: SweepConfig, summary: SweepSummary) -> Path | None:
-    """best_config.yaml: the training job of the best params, ready for `hwd-tune distill`."""
+    """best_config.yaml: the training job of the best params, ready for `hwd-tune distill`: the
+    trials' length, on the whole training split (no image held out), scored on val."""
     if not summary.best_params:
         return None
-    config = trial_train_config(sweep, summary.best_params)
+    config = final_train_config(sweep, summary.best_params, max_iters=sweep.train.schedule.max_iters)
     path = sweep_dir(sweep) / BEST_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     shown = ", ".join(
         f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
         for name, value in summary.best_params.items()
     )
+    tuned_on = "the held-out training images" if sweep.search.tune_on == "holdout" else "val"
     header = (
         f"# Best configuration of sweep {sweep.name!r}: {shown}; {sweep.search.metric} "
-        f"{summary.best_score:.2f}\n# Train it with: hwd-tune distill {path}\n"
+        f"{summary.best_score:.2f} on {tuned_on}\n"
+        f"# It trains on the whole training split (no image held out) and reports on val.\n"
+        f"# Train it with: hwd-tune distill {path}\n"
     )
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return path
@@ -284,6 +289,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
         status = row.status + (f": {row.reason}" if row.reason else "")
         table.add_row(row.trial_id, *values, _shown(row.val_miou), str(row.iterations), status)
     console.print(table)
+    if summary.tuning_split:
+        console.print(summary.tuning_split)
     if not summary.best_params:
         console.print("[red]no trial reported a result[/red]")
     else:
