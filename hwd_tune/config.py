@@ -158,6 +158,27 @@ class SyntheticDataParams(StrictModel):
     seed: int = 0
 
 
+class HoldoutConfig(StrictModel):
+    """Training images held out of training to validate on (hwd_tune.data.holdout); off by default.
+
+    Why (issue 15): a sweep that tunes on the validation split and reports it too overstates the
+    best score, so its trials train without these images and are scored on them instead.
+    """
+
+    fraction: float = Field(0.0, ge=0.0, lt=1.0)  # share of the training images; 0 = off (the published recipe)
+    max_images: int | None = Field(None, ge=1)  # cap on the count (keeps validation cheap on big datasets)
+    seed: int = 0  # fixes which images: a pure function of (count of images, fraction, max_images, seed)
+    validate_on: Literal["val", "holdout"] = "val"  # the split validation scores: official val, or these images
+
+    @model_validator(mode="after")
+    def _check_on(self) -> HoldoutConfig:
+        if self.validate_on == "holdout" and self.fraction == 0:
+            raise ValueError(
+                "validate_on 'holdout' needs images held out: set fraction in (0, 1), got fraction 0 (off)"
+            )
+        return self
+
+
 class DataConfig(StrictModel):
     """Which dataset, where, and the training augmentation (method.md, Training recipe)."""
 
@@ -168,6 +189,7 @@ class DataConfig(StrictModel):
     normalization: Literal["imagenet", "authors_bgr"] = "imagenet"  # authors_bgr for their weights
     loader_workers: int = Field(2, ge=0)  # DataLoader processes per Ray Train worker
     synthetic: SyntheticDataParams = SyntheticDataParams()
+    holdout: HoldoutConfig = HoldoutConfig()  # off: train on the whole training split, validate on val
 
 
 class ModelConfig(StrictModel):

@@ -27,6 +27,8 @@ def test_defaults_are_the_papers_recipe():
     assert isinstance(hwd, HWDParams)
     assert (hwd.tau, hwd.mu, hwd.beta, hwd.weight) == (4.0, 0.0, 0.1, 3.0)
     assert (hwd.distance, hwd.process, hwd.on, hwd.pixel_norm) == ("mse", "exp", "probs", "none")
+    holdout = config.data.holdout  # off: plain runs train on the whole training split, validate on val
+    assert (holdout.fraction, holdout.max_images, holdout.seed, holdout.validate_on) == (0.0, None, 0, "val")
 
 
 def test_every_table_ii_method_has_params():
@@ -70,6 +72,11 @@ def test_overrides_do_not_modify_the_input():
         (["schedule.batch_size=3", "resources.num_workers=2"], r"batch_size \(3\) must be divisible"),
         (["job=teacher"], r"method\.name must be 'none'"),
         (["schedule.max_iters"], r"must look like 'section.field=value'"),
+        (["data.holdout.fraction=1"], r"data\.holdout\.fraction: Input should be less than 1 \(got 1\)"),
+        (["data.holdout.fraction=-0.1"], r"data\.holdout\.fraction: .*greater than or equal to 0"),
+        (["data.holdout.max_images=0"], r"data\.holdout\.max_images: .*greater than or equal to 1 \(got 0\)"),
+        (["data.holdout.validate_on=test"], r"data\.holdout\.validate_on: Input should be 'val' or 'holdout'"),
+        (["data.holdout.validate_on=holdout"], r"data\.holdout: .*validate_on 'holdout' needs images held out"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, expected):

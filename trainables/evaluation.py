@@ -30,7 +30,8 @@ def evaluate_checkpoint(
     verify_checkpoint(checkpoint, files=(MODEL_FILE, META_FILE))
     meta = read_meta(checkpoint)
     trained = meta.get("config", {})
-    data = DataConfig.model_validate({**trained.get("data", {}), "name": dataset, "root": root})
+    # holdout off: the official val split, even for a checkpoint trained with images held out
+    data = DataConfig.model_validate({**trained.get("data", {}), "name": dataset, "root": root, "holdout": {}})
     info = info_from_config(data)
     if info.num_classes != meta["num_classes"]:
         raise ValueError(

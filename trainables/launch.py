@@ -23,7 +23,7 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from hwd_tune.config import TrainConfig
+from hwd_tune.config import HoldoutConfig, TrainConfig
 from hwd_tune.data.from_config import info_from_config
 from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
 from trainables.loop import train_loop_per_worker
@@ -35,6 +35,8 @@ _NOT_IN_RUN_KEY = ("name", "resources", "tracking", "output_dir")
 def run_key(config: TrainConfig) -> str:
     """Short hash of everything that defines the trained model (not where or how wide it runs)."""
     content = config.model_dump(mode="json", exclude=set(_NOT_IN_RUN_KEY))
+    if config.data.holdout == HoldoutConfig():  # off: the key of runs made before data.holdout existed
+        del content["data"]["holdout"]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
 
 

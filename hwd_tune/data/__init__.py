@@ -1,5 +1,6 @@
-"""Segmentation datasets (ADE20K, Cityscapes, COCO-Stuff 164k, Pascal VOC aug, synthetic shapes)
-and their transforms. Importing the package registers every dataset for `build_dataset(name)`.
+"""Segmentation datasets (ADE20K, Cityscapes, COCO-Stuff 164k, Pascal VOC aug, synthetic shapes),
+their transforms and the held-out tuning split (`holdout_indices`). Importing the package
+registers every dataset for `build_dataset(name)`.
 
 Samples are `(tv_tensors.Image [3, H, W], tv_tensors.Mask int64 [H, W])`, ignore = -1; images
 are uint8 until a transform (`train_transforms()`, `eval_transforms()`) makes them float32.
@@ -8,6 +9,7 @@ are uint8 until a transform (`train_transforms()`, `eval_transforms()`) makes th
 from hwd_tune.data.ade20k import ADE20K
 from hwd_tune.data.cityscapes import Cityscapes
 from hwd_tune.data.coco_stuff import COCOStuff, COCOStuff182
+from hwd_tune.data.holdout import holdout_count, holdout_indices, training_indices
 from hwd_tune.data.registry import (
     DatasetInfo,
     available_datasets,
@@ -37,7 +39,10 @@ __all__ = [
     "build_dataset",
     "dataset_info",
     "eval_transforms",
+    "holdout_count",
+    "holdout_indices",
     "normalization",
     "register_dataset",
     "train_transforms",
+    "training_indices",
 ]

@@ -165,6 +165,10 @@ class LabelledImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def sample_name(self, index: int) -> str:
+        """The image file of sample `index`, as listed (no file is read): names it in logs."""
+        return self.pairs[index][0].as_posix()
+
     def load_label(self, index: int) -> tv_tensors.Mask:
         """Train ids [H, W] int64 of sample `index` (ignore = -1), before any transform."""
         label_path = self.pairs[index][1]

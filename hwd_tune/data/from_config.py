@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from hwd_tune.config import DataConfig
+from hwd_tune.data.holdout import holdout_indices, training_indices
 from hwd_tune.data.registry import DatasetInfo, build_dataset, dataset_info
 from hwd_tune.data.transforms import eval_transforms, normalization, train_transforms
 
@@ -30,19 +32,66 @@ def info_from_config(data: DataConfig) -> DatasetInfo:
     return dataset_info(data.name)
 
 
+def _split_indices(data: DataConfig, num_images: int, *, held_out: bool) -> list[int]:
+    """The held-out (or the remaining) indices of the training split under data.holdout."""
+    holdout = data.holdout
+    choose = holdout_indices if held_out else training_indices
+    try:
+        return choose(num_images, holdout.fraction, holdout.max_images, holdout.seed)
+    except ValueError as error:
+        raise ValueError(f"data.holdout of dataset {data.name!r} (training split): {error}") from None
+
+
 def training_set(data: DataConfig) -> tuple[Dataset, Any]:
     """(untransformed training dataset, training transforms): the stream applies the transforms
-    itself so that augmentation is seeded by stream position."""
+    itself so that augmentation is seeded by stream position. Held-out images are left out."""
     dataset = build_dataset(data.name, split="train", **_source_arguments(data, "train"))
+    if data.holdout.fraction:
+        dataset = Subset(dataset, _split_indices(data, len(dataset), held_out=False))
     transforms = train_transforms(data.crop_size, data.scale_range, **normalization(data.normalization))
     return dataset, transforms
 
 
 def validation_set(data: DataConfig) -> Dataset:
-    """Validation dataset on whole images, normalised."""
-    return build_dataset(
+    """Validation dataset on whole images, normalised: the official val split, or the held-out
+    training images when data.holdout.validate_on is "holdout"."""
+    on_holdout = data.holdout.validate_on == "holdout"
+    dataset = build_dataset(
         data.name,
-        split="val",
+        split="train" if on_holdout else "val",
         transforms=eval_transforms(**normalization(data.normalization)),
-        **_source_arguments(data, "val"),
+        **_source_arguments(data, "train" if on_holdout else "val"),
     )
+    if on_holdout:
+        return Subset(dataset, _split_indices(data, len(dataset), held_out=True))
+    return dataset
+
+
+class HeldOutSamples(NamedTuple):
+    """The held-out training samples by name, and how many images the training split has in all."""
+
+    names: list[str]
+    num_images: int
+
+
+def held_out_samples(data: DataConfig) -> HeldOutSamples:
+    """Names of the held-out samples (image paths relative to data.root, or `synthetic/train/<index>`),
+    for logs; lists the split's files but reads no image."""
+    if not data.holdout.fraction:
+        raise ValueError(f"data.holdout.fraction is 0 for dataset {data.name!r}: no training image is held out")
+    dataset = build_dataset(data.name, split="train", **_source_arguments(data, "train"))
+    names = [
+        _relative_name(dataset.sample_name(index), data.root)
+        for index in _split_indices(data, len(dataset), held_out=True)
+    ]
+    return HeldOutSamples(names, len(dataset))
+
+
+def _relative_name(name: str, root: str | None) -> str:
+    """`name` relative to the dataset root when it lies under it (logs then hold no machine's paths)."""
+    if root is None:
+        return name
+    try:
+        return Path(name).relative_to(root).as_posix()
+    except ValueError:
+        return name

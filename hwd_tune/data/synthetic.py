@@ -182,6 +182,12 @@ class SyntheticShapes(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def sample_name(self, index: int) -> str:
+        """`synthetic/<split>/<index>`: names sample `index` in logs (nothing is drawn)."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        return f"synthetic/{self.split}/{index}"
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         if not -self.num_samples <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")

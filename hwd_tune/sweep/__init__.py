@@ -5,6 +5,8 @@ runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `se
 `summary` (trial rows, plots, the best config), `final_stage` (the best configurations, Table I
 and the baselines retrained with several seeds) with `statistics` (means, intervals, paired
 tests) and `quickstart` (the README's main job).
+`summary` (trial rows, plots, the best config), `tuning_split` (the held-out images trials are
+scored on) and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (
@@ -14,11 +16,13 @@ from hwd_tune.sweep.config import (
     baseline_train_config,
     check_resources,
     final_job_config,
+    final_train_config,
     grid_size,
     load,
     startup_trials,
     trial_train_config,
     tuned_baseline_sweep,
+    tuning_holdout,
 )
 from hwd_tune.sweep.final_stage import Candidate, CandidateResult, FinalStageResult
 from hwd_tune.sweep.layout import (
@@ -85,6 +89,7 @@ __all__ = [
     "close_orphaned_optuna_trials",
     "failure_reason",
     "final_job_config",
+    "final_train_config",
     "final_verdict",
     "grid_size",
     "load",
@@ -100,4 +105,5 @@ __all__ = [
     "trial_train_config",
     "tune_domain",
     "tuned_baseline_sweep",
+    "tuning_holdout",
 ]

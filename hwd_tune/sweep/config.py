@@ -19,12 +19,14 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from hwd_tune.config import (
     METHOD_PARAMS,
     ConfigError,
+    HoldoutConfig,
     StrictModel,
     TrainConfig,
     apply_overrides,
     format_validation_error,
     read_yaml,
 )
+from hwd_tune.data.holdout import holdout_count
 
 ParameterValue = bool | int | float | str  # what a method parameter can hold (MethodConfig.params)
 RESOURCE_TOLERANCE = 1e-9  # float slack when comparing resource sums (Ray rounds to 1e-4 units)
@@ -126,6 +128,14 @@ class TunedBaseline(StrictModel):
 BaselineEntry = str | TunedBaseline  # a method run at its published defaults, or one tuned
 
 
+class TuningHoldout(StrictModel):
+    """How many training images trials are scored on when search.tune_on is "holdout" (seed:
+    search.seed). A tenth, at most 2000 images: validation stays cheap on ADE20K and COCO-Stuff."""
+
+    fraction: float = Field(0.1, gt=0.0, lt=1.0)  # share of the training split held out of the trials' training
+    max_images: int | None = Field(2000, ge=1)  # cap on the count; None: no cap
+
+
 class SearchConfig(StrictModel):
     """What Optuna (TPE) searches and how: metric, budget, ranges, first points, scheduler."""
 
@@ -147,6 +157,11 @@ class SearchConfig(StrictModel):
     # Table II columns: a name runs at the method's published defaults; {name, space} is tuned too
     baselines: list[BaselineEntry] = ["none", "cwd"]
     final: FinalStageConfig = FinalStageConfig()
+    # Which split trials and baselines are scored on. "holdout": training images held out of their
+    # training, so the best score is not tuned on the split it is reported on (issue 15); the final
+    # stage and best_config.yaml train on every training image and report val. "val": the old way.
+    tune_on: Literal["holdout", "val"] = "holdout"
+    holdout: TuningHoldout = TuningHoldout()
 
 
 class SweepResources(StrictModel):
@@ -217,6 +232,7 @@ def sweep_problems(sweep: SweepConfig) -> Problems:
     problems += _grid_problems(sweep.search)
     problems += _baseline_problems(sweep)
     problems += _final_problems(sweep.search)
+    problems += _holdout_problems(sweep)
     storage = sweep.search.storage
     if storage is not None and "://" not in storage:
         example = "sqlite:///outputs/optuna.db"
@@ -334,6 +350,23 @@ def _grid_problems(search: SearchConfig) -> Problems:
     return problems
 
 
+def _holdout_problems(sweep: SweepConfig) -> Problems:
+    """The sweep alone decides what is held out (search.tune_on, search.holdout); a synthetic
+    training split, whose size is known here, must be large enough to hold images out."""
+    problems = []
+    if sweep.train.data.holdout != HoldoutConfig():
+        message = "must be unset in a sweep: search.tune_on and search.holdout set it for trials and baselines"
+        problems.append(("train.data.holdout", message))
+    data = sweep.train.data
+    if sweep.search.tune_on == "holdout" and data.name == "synthetic":
+        holdout = sweep.search.holdout
+        try:
+            holdout_count(data.synthetic.train_samples, holdout.fraction, holdout.max_images)
+        except ValueError as error:
+            problems.append(("train.data.synthetic.train_samples", f"{error}; or set search.tune_on: val"))
+    return problems
+
+
 def baseline_method(entry: BaselineEntry) -> str:
     """The method name of a baseline entry (a plain name, or a tuned baseline's `name`)."""
     return entry if isinstance(entry, str) else entry.name
@@ -443,35 +476,65 @@ def concurrent_jobs(
     return int(fits)
 
 
-def trial_train_config(sweep: SweepConfig, params: Mapping[str, Any], max_iters: int | None = None) -> TrainConfig:
-    """The training job of one trial: train.method.params with the sampled `params` on top.
+def tuning_holdout(sweep: SweepConfig) -> HoldoutConfig:
+    """data.holdout of trials and baselines: search.holdout's images (seed search.seed) scored in
+    place of val when search.tune_on is "holdout", else off (the whole training split, val)."""
+    if sweep.search.tune_on != "holdout":
+        return HoldoutConfig()
+    holdout = sweep.search.holdout
+    return HoldoutConfig(
+        fraction=holdout.fraction, max_images=holdout.max_images, seed=sweep.search.seed, validate_on="holdout"
+    )
 
-    `max_iters` replaces train.schedule.max_iters (the final stage's full-length retraining).
+
+def trial_train_config(sweep: SweepConfig, params: Mapping[str, Any], max_iters: int | None = None) -> TrainConfig:
+    """The training job of one trial: train.method.params with the sampled `params` on top, trained
+    and scored on the tuning split (`tuning_holdout`); `max_iters` replaces train.schedule.max_iters.
+
+    The final stage retrains on the whole training split and reports val: `final_train_config`.
     """
+    method_params = _method_params(sweep, params)
+    return _train_config(sweep, sweep.train.method.name, method_params, tuning_holdout(sweep), max_iters=max_iters)
+
+
+def final_train_config(
+    sweep: SweepConfig, params: Mapping[str, Any], *, seed: int | None = None, max_iters: int | None = None
+) -> TrainConfig:
+    """A trial's job retrained for the final stage: on the whole training split, scored on val,
+    search.final.max_iters long (or `max_iters`), with train.seed (or `seed`)."""
+    length = sweep.search.final.max_iters if max_iters is None else max_iters
+    method_params = _method_params(sweep, params)
+    return _train_config(sweep, sweep.train.method.name, method_params, HoldoutConfig(), max_iters=length, seed=seed)
+
+
+def baseline_train_config(sweep: SweepConfig, method: str) -> TrainConfig:
+    """The training job of a baseline: `method` with its published default params, same recipe
+    and the same tuning split as the trials it is compared with."""
+    if method not in METHOD_PARAMS:
+        expected = sorted(METHOD_PARAMS)
+        raise ValueError(f"{sweep.source}: unknown baseline method {method!r}; expected one of {expected}")
+    return _train_config(sweep, method, {}, tuning_holdout(sweep))
+
+
+def _method_params(sweep: SweepConfig, params: Mapping[str, Any]) -> dict[str, Any]:
+    """train.method.params with the sampled `params` (all in search.space) on top."""
     unknown = sorted(set(params) - set(sweep.search.space))
     if unknown:
         searched = sorted(sweep.search.space)
         raise ValueError(f"{sweep.source}: trial parameters {unknown} are not in search.space {searched}")
-    sampled = {name: _plain(value) for name, value in params.items()}
-    return _train_config(sweep, sweep.train.method.name, {**sweep.train.method.params, **sampled}, max_iters)
-
-
-def baseline_train_config(sweep: SweepConfig, method: str) -> TrainConfig:
-    """The training job of a baseline: `method` with its published default params, same recipe."""
-    if method not in METHOD_PARAMS:
-        expected = sorted(METHOD_PARAMS)
-        raise ValueError(f"{sweep.source}: unknown baseline method {method!r}; expected one of {expected}")
-    return _train_config(sweep, method, {}, None)
+    return {**sweep.train.method.params, **{name: _plain(value) for name, value in params.items()}}
 
 
 def final_job_config(sweep: SweepConfig, method: str, params: Mapping[str, Any], seed: int | None) -> TrainConfig:
-    """A final-stage run: `method` with `params` at search.final.max_iters, trained with `seed`
-    (None keeps train.seed: the configuration a user trains again from best_config.yaml)."""
+    """A final-stage run of any candidate: the tuned method's (`final_train_config`) or a baseline's,
+    `method` with `params` on the whole training split, scored on val, search.final.max_iters long,
+    trained with `seed` (None keeps train.seed: what a user trains again from best_config.yaml)."""
     if method not in METHOD_PARAMS:
         raise ValueError(f"{sweep.source}: unknown method {method!r}; expected one of {sorted(METHOD_PARAMS)}")
-    base = sweep.train.method.params if method == sweep.train.method.name else {}
+    if method == sweep.train.method.name:
+        return final_train_config(sweep, params, seed=seed)
     sampled = {name: _plain(value) for name, value in params.items()}
-    return _train_config(sweep, method, {**base, **sampled}, sweep.search.final.max_iters, seed)
+    return _train_config(sweep, method, sampled, HoldoutConfig(), max_iters=sweep.search.final.max_iters, seed=seed)
 
 
 def tuned_baseline_sweep(sweep: SweepConfig, baseline: TunedBaseline) -> SweepConfig:
@@ -497,11 +560,18 @@ def tuned_baseline_sweep(sweep: SweepConfig, baseline: TunedBaseline) -> SweepCo
 
 
 def _train_config(
-    sweep: SweepConfig, method: str, params: dict[str, Any], max_iters: int | None, seed: int | None = None
+    sweep: SweepConfig,
+    method: str,
+    params: dict[str, Any],
+    holdout: HoldoutConfig,
+    *,
+    max_iters: int | None = None,
+    seed: int | None = None,
 ) -> TrainConfig:
-    """sweep.train with another method and params (and optionally length and seed), validated again."""
+    """sweep.train with another method, params and data.holdout (and length, seed), validated again."""
     raw = sweep.train.model_dump()
     raw["method"] = {"name": method, "params": params}
+    raw["data"]["holdout"] = holdout.model_dump()
     if max_iters is not None:
         raw["schedule"]["max_iters"] = max_iters
     if seed is not None:

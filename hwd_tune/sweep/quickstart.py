@@ -68,8 +68,13 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
 
     console.rule("[bold]3/3 result")
     best = ", ".join(f"{name} = {value:.3g}" for name, value in summary.best_params.items())
-    console.print(f"best HWD setting: {best} -> val mIoU {summary.best_val_miou:.2f}, chosen by {summary.chosen_by}")
-    if summary.final_stage is None:
+    if summary.final_stage is not None:
+        console.print(
+            f"best HWD setting: {best} -> val mIoU {summary.best_val_miou:.2f}, chosen by {summary.chosen_by}"
+        )
+    else:
+        scored_on = "the held-out training images" if sweep.search.tune_on == "holdout" else "val"
+        console.print(f"best HWD setting: {best} -> mIoU {summary.best_val_miou:.2f} on {scored_on}")
         console.print("one run per configuration cannot separate differences smaller than the seed noise")
     console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}")
     return summary

@@ -67,6 +67,7 @@ from hwd_tune.sweep.summary import (
     trial_rows,
     write_report,
 )
+from hwd_tune.sweep.tuning_split import log_tuning_split
 from trainables.launch import build_trainer, preflight, resource_plan, run_training
 
 LoopConfigHook = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -283,8 +284,10 @@ def _search_and_retrain(
 ) -> SweepSummary:
     """The stages of `run` after its checks: search, tuned baselines, baselines, final stage, report.
     A stage stopped by Ctrl-C or SIGTERM raises `Interrupted` before anything is concluded from it."""
+    tuning_split = log_tuning_split(sweep, parent)
     trials, experiment_path = searching.search(sweep)
     summary = summarise(sweep, trials, parent.run_id, tracking_uri, experiment_path)
+    summary.tuning_split = tuning_split
     summary.notes += close_orphaned_optuna_trials(sweep, _started_run(sweep, tracking_uri, parent.run_id))
     summary.tuned_baselines = [searching.tuned_baseline(search) for search in tuned_searches]
     final = sweep.search.final

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwd_tune import tracking
-from hwd_tune.sweep.config import SweepConfig, final_job_config, trial_train_config
+from hwd_tune.sweep.config import SweepConfig, final_job_config, final_train_config
 from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, TRIALS_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
 from trainables.checkpointing import best_whole_checkpoint_in
@@ -88,6 +88,7 @@ class SweepSummary:
     final_stage: FinalStageResult | None = None  # None: search.final.top_k is 0
     chosen_by: str = "the best search score"  # how best_params were chosen (the final stage: by mean)
     best_trial_checkpoint: Path | None = None  # the best trial's best whole checkpoint (its weights)
+    tuning_split: str = ""  # one line: which images the trials were scored on (sweep.tuning_split)
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -219,22 +220,29 @@ def adopt_final_winner(sweep: SweepConfig, summary: SweepSummary) -> None:
 
 
 def write_best_config(sweep: SweepConfig, summary: SweepSummary) -> Path | None:
-    """best_config.yaml: the training job of the best params, ready for `hwd-tune distill`."""
+    """best_config.yaml: the training job of the best params, ready for `hwd-tune distill`: the
+    trials' length, on the whole training split (no image held out), scored on val."""
     if not summary.best_params:
         return None
-    if summary.final_stage is not None and summary.final_stage.winner is not None:
+    final_winner = summary.final_stage is not None and summary.final_stage.winner is not None
+    if final_winner:  # the final stage's length and training
         config = final_job_config(sweep, sweep.train.method.name, summary.best_params, seed=None)
     else:
-        config = trial_train_config(sweep, summary.best_params)
+        config = final_train_config(sweep, summary.best_params, max_iters=sweep.train.schedule.max_iters)
     path = sweep_dir(sweep) / BEST_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     shown = ", ".join(
         f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
         for name, value in summary.best_params.items()
     )
+    tuned_on = "the held-out training images" if sweep.search.tune_on == "holdout" else "val"
+    scored = "on val, the mean over the final stage's seeds" if final_winner else f"on {tuned_on}"
     header = (
         f"# Best configuration of sweep {sweep.name!r}: {shown}; {sweep.search.metric} "
-        f"{summary.best_score:.2f}\n# Chosen by {summary.chosen_by}.\n# Train it with: hwd-tune distill {path}\n"
+        f"{summary.best_score:.2f} {scored}\n"
+        f"# Chosen by {summary.chosen_by}.\n"
+        f"# It trains on the whole training split (no image held out) and reports on val.\n"
+        f"# Train it with: hwd-tune distill {path}\n"
     )
     path.write_text(header + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     return path
@@ -339,6 +347,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
         status = row.status + (f": {row.reason}" if row.reason else "")
         table.add_row(row.trial_id, *values, _shown(row.val_miou), str(row.iterations), status)
     console.print(table)
+    if summary.tuning_split:
+        console.print(summary.tuning_split)
     if not summary.best_params:
         console.print("[red]no trial reported a result[/red]")
     else:

@@ -123,6 +123,10 @@ class RunLogger:
         """Uploads the files of `local_dir` under `artifact_path`; JSON files go up with URIs redacted."""
         _log_directory(self.client, self.run_id, Path(local_dir), artifact_path)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Writes `text` as the artifact `artifact_file` (e.g. "sweep/holdout.txt"), replacing it."""
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def log_class_iou(
         self,
         iou: Sequence[float],

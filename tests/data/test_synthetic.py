@@ -131,3 +131,10 @@ def test_invalid_arguments_are_named():
         SyntheticShapes(2, split="")
     with pytest.raises(IndexError, match="index 2 out of range"):
         SyntheticShapes(2)[2]
+    with pytest.raises(IndexError, match="index 2 out of range"):
+        SyntheticShapes(2).sample_name(2)
+
+
+def test_samples_are_named_by_split_and_index():
+    assert SyntheticShapes(4, split="val").sample_name(3) == "synthetic/val/3"
+    assert SyntheticShapes(4).sample_name(0) == "synthetic/train/0"

@@ -25,7 +25,7 @@ from torch import nn
 from hwd_tune.config import ModelConfig, TrainConfig
 from hwd_tune.data.from_config import validation_set
 from hwd_tune.sweep import searcher, service
-from hwd_tune.sweep.config import SweepConfig
+from hwd_tune.sweep.config import SweepConfig, trial_train_config
 from tests.trainables.helpers import TINY_TEACHER, tiny_config
 from trainables.loop import model_from_config
 
@@ -65,11 +65,12 @@ def tiny_train(output_dir: Path, teacher: str, method: dict, **schedule) -> Trai
     )
 
 
-def constant_prediction_miou(train: TrainConfig, predicted_class: int) -> float:
-    """val_miou (0-100) of a model predicting `predicted_class` at every pixel, from the labels:
-    its IoU is (its pixels) / (all pixels), every other class scores 0, and the mean runs over
-    the classes in the labels or the prediction."""
-    labels = np.concatenate([np.asarray(label).ravel() for _, label in validation_set(train.data)])
+def constant_prediction_miou(trial: TrainConfig, predicted_class: int) -> float:
+    """val_miou (0-100) of a model predicting `predicted_class` at every pixel, from the labels of
+    the images the trial validates on (its held-out training images): its IoU is (its pixels) /
+    (all pixels), every other class scores 0, and the mean runs over the classes in the labels or
+    the prediction."""
+    labels = np.concatenate([np.asarray(label).ravel() for _, label in validation_set(trial.data)])
     labels = labels[(labels >= 0) & (labels < NUM_CLASSES)]
     present = set(np.unique(labels).tolist()) | {predicted_class}
     return 100.0 * float(np.mean(labels == predicted_class)) / len(present)
@@ -105,7 +106,7 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
     summary = service.run(sweep)
 
     good, *bad = summary.trials
-    copy_teacher = constant_prediction_miou(train, TEACHER_CLASS)
+    copy_teacher = constant_prediction_miou(trial_train_config(sweep, {"weight": GOOD}), TEACHER_CLASS)
     assert 0.0 < copy_teacher < 10.0  # class 1 covers few pixels: a clearly worse score
     assert [row.params["weight"] for row in summary.trials] == [GOOD, *BAD]
     assert (good.status, good.iterations) == ("completed", 8)

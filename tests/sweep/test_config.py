@@ -9,18 +9,21 @@ import pytest
 import yaml
 
 from hwd_tune import sweep as sweep_wing
-from hwd_tune.config import ConfigError, CWDParams, HWDParams, NoDistillationParams
+from hwd_tune.config import ConfigError, CWDParams, HoldoutConfig, HWDParams, NoDistillationParams
+from hwd_tune.data.holdout import holdout_count
 from hwd_tune.sweep.config import (
     SweepConfig,
     baseline_method,
     baseline_train_config,
     check_resources,
     final_job_config,
+    final_train_config,
     grid_size,
     load,
     startup_trials,
     trial_train_config,
     tuned_baseline_sweep,
+    tuning_holdout,
 )
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -114,6 +117,11 @@ def test_quickstart_is_small_and_fits_two_cores():
     assert (sweep.search.num_samples, sweep.search.scheduler.grace_period) == (8, 50)
     assert sweep.resources.trial_cpus == 0.01 and train.resources.gpus_per_worker == 0.0
     assert check_resources(sweep, {"CPU": 2.0}) == 2  # 0.51 CPU a trial: 3 fit, capped at 2
+    # trials validate on as many held-out training images as val has: validation costs the same
+    holdout = sweep.search.holdout
+    assert sweep.search.tune_on == "holdout" and (holdout.fraction, holdout.max_images) == (0.1, 32)
+    assert holdout_count(train.data.synthetic.train_samples, holdout.fraction, holdout.max_images) == 32
+    assert train.data.synthetic.val_samples == 32
 
 
 def test_the_sweep_wing_exports_the_sweep_loader():
@@ -218,6 +226,16 @@ BAD_OVERRIDES = [
     (["search.storage=outputs/optuna.db"], r"search\.storage: expected an Optuna storage URL"),
     (["search.startup_trials=-1"], r"search\.startup_trials: Input should be greater than or equal to 0"),
     (["search.max_concurrent_trials=0"], r"search\.max_concurrent_trials: .*greater than or equal to 1"),
+    (["search.tune_on=test"], r"search\.tune_on: Input should be 'holdout' or 'val' \(got 'test'\)"),
+    (["search.holdout.fraction=0"], r"search\.holdout\.fraction: Input should be greater than 0 \(got 0\)"),
+    (["search.holdout.fraction=1"], r"search\.holdout\.fraction: Input should be less than 1 \(got 1\)"),
+    (["search.holdout.max_images=0"], r"search\.holdout\.max_images: .*greater than or equal to 1 \(got 0\)"),
+    (["search.holdout.seed=3"], r"search\.holdout\.seed: Extra inputs are not permitted"),  # search.seed is it
+    (
+        ["train.data.synthetic.train_samples=1"],
+        r"train\.data\.synthetic\.train_samples: too few training images .*num_images=1; or set search\.tune_on",
+    ),
+    (["train.data.holdout.fraction=0.2"], r"train\.data\.holdout: must be unset in a sweep: search\.tune_on"),
     (["resources.trial_cpus=-1"], r"resources\.trial_cpus: Input should be greater than or equal to 0"),
     # the training job
     (["train.name=fixed"], r"train\.name: must be unset in a sweep"),
@@ -368,9 +386,11 @@ def test_check_resources_quickstart_on_half_a_core():
 # The training jobs of trials and baselines
 # --------------------------------------------------------------------------------------------
 def recipe(train_config) -> dict:
-    """Everything but the method: what trials and baselines must share."""
+    """Everything but the method and the held-out images: what trials, baselines and the final
+    stage must share (the held-out images are checked by the tests of the tuning split)."""
     dumped = train_config.model_dump()
     del dumped["method"]
+    del dumped["data"]["holdout"]
     return dumped
 
 
@@ -391,14 +411,49 @@ def test_trial_config_takes_numpy_scalars_and_partial_params():
     assert type(trial.method.params["beta"]) is float
 
 
-def test_trial_config_for_the_final_stage_changes_only_the_length():
+def test_final_stage_config_changes_only_the_length_and_trains_on_every_image():
     sweep = load(SEARCH_SPACES / "ade20k_deeplabv3_resnet18.yaml")
     table_i = {"tau": 4.0, "mu": 0.0, "beta": 0.1}
-    final = trial_train_config(sweep, table_i, max_iters=sweep.search.final.max_iters)
-    assert final.schedule.max_iters == 80000
+    final = final_train_config(sweep, table_i)
+    assert final.schedule.max_iters == 80000  # search.final.max_iters
     expected = recipe(sweep.train)
     expected["schedule"]["max_iters"] = 80000
     assert recipe(final) == expected
+    assert final.data.holdout == HoldoutConfig() and final.data.holdout.validate_on == "val"
+    assert final.method.resolved_params() == HWDParams(tau=4.0, mu=0.0, beta=0.1)
+    reseeded = final_train_config(sweep, table_i, seed=3)
+    assert reseeded.seed == 3 and final.seed == sweep.train.seed == 0
+    assert final_train_config(sweep, table_i, max_iters=40000).schedule.max_iters == 40000
+    with pytest.raises(ValueError, match=r"trial parameters \['weight'\] are not in search\.space"):
+        final_train_config(sweep, {"weight": 1.0})
+
+
+def test_trials_and_baselines_are_scored_on_held_out_training_images_by_default():
+    sweep = load(SEARCH_SPACES / "ade20k_deeplabv3_resnet18.yaml", ["search.seed=7"])
+    assert sweep.search.tune_on == "holdout"
+    assert (sweep.search.holdout.fraction, sweep.search.holdout.max_images) == (0.1, 2000)
+    tuned = HoldoutConfig(fraction=0.1, max_images=2000, seed=7, validate_on="holdout")
+    assert tuning_holdout(sweep) == tuned
+    assert trial_train_config(sweep, {"tau": 2.0}).data.holdout == tuned
+    assert trial_train_config(sweep, {"tau": 2.0}, max_iters=100).data.holdout == tuned
+    assert baseline_train_config(sweep, "cwd").data.holdout == tuned
+    assert sweep.train.data.holdout == HoldoutConfig()  # the sweep's own job is untouched
+
+
+def test_tune_on_val_scores_trials_on_val_with_every_training_image(tmp_path):
+    raw = quickstart_raw()
+    raw["search"]["tune_on"] = "val"
+    sweep = load(write(tmp_path, raw))
+    assert tuning_holdout(sweep) == HoldoutConfig()
+    assert trial_train_config(sweep, {"tau": 2.0}).data.holdout == HoldoutConfig()
+    assert baseline_train_config(sweep, "none").data.holdout == HoldoutConfig()
+
+
+def test_every_shipped_sweep_tunes_on_held_out_images():
+    for path in SHIPPED:
+        search = load(path).search
+        assert search.tune_on == "holdout", path
+        assert search.holdout.fraction == 0.1 and search.holdout.max_images in (32, 2000), path
 
 
 def test_trial_config_rejects_unknown_and_invalid_values():

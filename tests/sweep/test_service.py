@@ -4,11 +4,13 @@ parent/child runs, the best config, and the clear errors raised before any trial
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 
 from hwd_tune.config import ConfigError, load_train_config
+from hwd_tune.data.holdout import holdout_indices
 from hwd_tune.sweep import layout, service
 from tests.sweep.helpers import PAPER_POINT, SPACE, kill_driver_once, tiny_sweep
 from tests.trainables.helpers import TINY_TEACHER, tiny_config
@@ -70,6 +72,16 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_l
     assert child.info.status == "FAILED"
     assert "failing on purpose at iteration 3" in child.data.tags["hwd.failure_reason"]
     assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
+
+    # trials were tuned on held-out training images (search.tune_on's default), named on the parent run
+    listing = client.download_artifacts(summary.parent_run_id, "sweep/holdout.txt", str(tmp_path / "artifacts"))
+    lines = Path(listing).read_text().splitlines()
+    header = "# dataset synthetic, seed 0, fraction 0.1, max_images 2000: 6 of 64 training images held out"
+    assert lines == [header] + [f"synthetic/train/{index}" for index in holdout_indices(64, 0.1, 2000, seed=0)]
+    assert "trained on 58 training images and were tuned on the 6 held out" in summary.tuning_split
+    for row in summary.trials:
+        params = client.get_run(row.run_id).data.params
+        assert (params["data.holdout.validate_on"], params["data.holdout.fraction"]) == ("holdout", "0.1")
 
 
 def _finished_children(tracking_uri: str) -> dict[str, str]:

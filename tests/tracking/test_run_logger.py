@@ -84,6 +84,15 @@ def test_run_logger_pickles_to_the_same_run(store, client):
     assert [m.step for m in client.get_metric_history(run_logger.run_id, "x")] == [3]
 
 
+def test_text_artifact_is_written_and_replaced(store, client, tmp_path):
+    run_logger = tracking.RunLogger(store[1], new_run(store, "text", experiment="artifacts"))
+    run_logger.log_text("# header\nfirst\n", "sweep/holdout.txt")
+    run_logger.log_text("# header\nsecond\n", "sweep/holdout.txt")  # a resumed sweep logs it again
+    local = download(client, run_logger.run_id, "sweep/holdout.txt", tmp_path / "down")
+    assert local.read_text() == "# header\nsecond\n"
+    assert [item.path for item in client.list_artifacts(run_logger.run_id, "sweep")] == ["sweep/holdout.txt"]
+
+
 def test_artifact_dir_keeps_files_and_redacts_json(store, client, tmp_path):
     run_logger = tracking.RunLogger(store[1], new_run(store, "dir", experiment="artifacts"))
     source = tmp_path / "ckpt"
