@@ -34,6 +34,7 @@ from hwd_tune.sweep.searcher import (
     build_scheduler,
     build_searcher,
     close_orphaned_optuna_trials,
+    iteration_budget,
     optuna_storage,
     tune_domain,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "close_orphaned_optuna_trials",
     "failure_reason",
     "grid_size",
+    "iteration_budget",
     "load",
     "optuna_storage",
     "print_summary",
