@@ -2,7 +2,8 @@
 
 Modules: `config` (the sweep file's schema and loading), `layout` (where its files go, how its
 runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `service` (`run`),
-`summary` (trial rows, plots, the best config) and `quickstart` (the README's main job).
+`fidelity` (how far ASHA's rungs agree with the trials' final scores), `summary` (trial rows,
+plots, the best config) and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (
@@ -15,6 +16,7 @@ from hwd_tune.sweep.config import (
     startup_trials,
     trial_train_config,
 )
+from hwd_tune.sweep.fidelity import RungCorrelation
 from hwd_tune.sweep.layout import (
     BEST_CONFIG_FILE,
     REPORT_FOLDER,
@@ -53,6 +55,7 @@ __all__ = [
     "JobResult",
     "ParameterRange",
     "ResumableOptunaSearch",
+    "RungCorrelation",
     "SweepConfig",
     "SweepSummary",
     "TrialRow",

@@ -1,5 +1,6 @@
 """What a sweep returns and leaves behind: one row per trial, the best params, `best_config.yaml`,
-Optuna's plots, the report folder logged on the parent run, and the table printed at the end."""
+Optuna's plots, how far ASHA's rungs agree with the end, the report folder logged on the parent
+run, and the table printed at the end."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from hwd_tune import tracking
 from hwd_tune.sweep.config import SweepConfig, trial_train_config
+from hwd_tune.sweep.fidelity import RungCorrelation, noisy_rung_notes, sweep_rung_correlations
 from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
 
@@ -70,6 +72,7 @@ class SweepSummary:
     experiment_path: str
     report_dir: Path
     notes: list[str] = field(default_factory=list)  # what could not be made (e.g. a plot)
+    rung_correlations: list[RungCorrelation] = field(default_factory=list)  # one per ASHA rung
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -159,6 +162,8 @@ def summarise(
     scored = [row for row in trials if row.score is not None and row.status != "failed"]
     sign = 1.0 if sweep.search.mode == "max" else -1.0
     best = max(scored, key=lambda row: sign * row.score) if scored else None
+    finals = {row.trial_id: row.score for row in trials if row.status == "completed" and row.score is not None}
+    rungs = sweep_rung_correlations(sweep, experiment_path, finals)
     return SweepSummary(
         name=sweep.name,
         metric=sweep.search.metric,
@@ -174,6 +179,8 @@ def summarise(
         optuna_storage=absolute_storage_url(sweep.search.storage),
         experiment_path=experiment_path,
         report_dir=sweep_dir(sweep) / REPORT_FOLDER,
+        notes=noisy_rung_notes(rungs),
+        rung_correlations=rungs,
     )
 
 
@@ -254,6 +261,9 @@ def write_report(sweep: SweepConfig, summary: SweepSummary, parent: tracking.Run
     metrics["trials_completed"] = sum(row.status == "completed" for row in summary.trials)
     metrics["trials_stopped_early"] = sum(row.status == "stopped early" for row in summary.trials)
     metrics["trials_failed"] = sum(row.status == "failed" for row in summary.trials)
+    for rung in summary.rung_correlations:
+        if rung.rho is not None:
+            metrics[f"rung_spearman_{rung.iteration}"] = rung.rho
     parent.log_metrics(metrics, step=0)
     parent.set_tags({f"hwd.best.{name}": value for name, value in summary.best_params.items()})
 
@@ -295,6 +305,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
     for job in summary.baselines + summary.final:
         outcome = f"val_miou {_shown(job.val_miou)}" if job.error is None else f"[red]failed[/red]: {job.error}"
         console.print(f"  {job.label} {job.params or ''}: {outcome}")
+    for rung in summary.rung_correlations:
+        console.print(f"ASHA rung at iteration {rung.iteration}: {rung.describe(summary.metric)}")
     if summary.best_config_path:
         console.print(f"best config: {summary.best_config_path} (hwd-tune distill {summary.best_config_path})")
     for note in summary.notes:

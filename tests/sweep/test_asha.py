@@ -14,6 +14,7 @@ absurd HWD weight wrecks training only for a few iterations and differently per 
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -152,6 +153,12 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
         else:
             assert sorted(history) == [2, 4]
             assert trial.state == optuna.trial.TrialState.PRUNED
+
+    # one completed trial: too few for the rank correlation of the rung at 4
+    assert [(rung.iteration, rung.n, rung.rho) for rung in summary.rung_correlations] == [(4, 1, None)]
+    report = json.loads((summary.report_dir / "summary.json").read_text())
+    assert report["rung_correlations"] == [{"iteration": 4, "n": 1, "rho": None}]
+    assert not any(name.startswith("rung_spearman") for name in parent.data.metrics)
 
 
 # --------------------------------------------------------------------------------------------
