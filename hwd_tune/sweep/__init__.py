@@ -2,11 +2,10 @@
 
 Modules: `config` (the sweep file's schema and loading), `layout` (where its files go, how its
 runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `service` (`run`),
-`summary` (trial rows, plots, the best config), `final_stage` (the best configurations, Table I
-and the baselines retrained with several seeds) with `statistics` (means, intervals, paired
-tests) and `quickstart` (the README's main job).
-`summary` (trial rows, plots, the best config), `tuning_split` (the held-out images trials are
-scored on) and `quickstart` (the README's main job).
+`fidelity` (how far ASHA's rungs agree with the trials' final scores), `summary` (trial rows,
+plots, the best config), `tuning_split` (the held-out images trials are scored on),
+`final_stage` (the best configurations, Table I and the baselines retrained with several seeds)
+with `statistics` (means, intervals, paired tests) and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (
@@ -24,6 +23,7 @@ from hwd_tune.sweep.config import (
     tuned_baseline_sweep,
     tuning_holdout,
 )
+from hwd_tune.sweep.fidelity import RungCorrelation
 from hwd_tune.sweep.final_stage import Candidate, CandidateResult, FinalStageResult
 from hwd_tune.sweep.layout import (
     BEST_CONFIG_FILE,
@@ -44,6 +44,7 @@ from hwd_tune.sweep.searcher import (
     build_scheduler,
     build_searcher,
     close_orphaned_optuna_trials,
+    iteration_budget,
     optuna_storage,
     tune_domain,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "PairedDifference",
     "ParameterRange",
     "ResumableOptunaSearch",
+    "RungCorrelation",
     "SeedStats",
     "SweepConfig",
     "SweepSummary",
@@ -92,6 +94,7 @@ __all__ = [
     "final_train_config",
     "final_verdict",
     "grid_size",
+    "iteration_budget",
     "load",
     "optuna_storage",
     "paired_difference",

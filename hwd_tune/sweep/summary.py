@@ -1,5 +1,6 @@
 """What a sweep returns and leaves behind: one row per trial, the best params, `best_config.yaml`,
-Optuna's plots, the report folder logged on the parent run, and the table printed at the end."""
+Optuna's plots, how far ASHA's rungs agree with the end, the report folder logged on the parent
+run, and the table printed at the end."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from hwd_tune import tracking
 from hwd_tune.sweep.config import SweepConfig, final_job_config, final_train_config
+from hwd_tune.sweep.fidelity import RungCorrelation, noisy_rung_notes, sweep_rung_correlations
 from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, TRIALS_FOLDER, sweep_dir, trial_run_key
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
 from trainables.checkpointing import best_whole_checkpoint_in
@@ -89,6 +91,7 @@ class SweepSummary:
     chosen_by: str = "the best search score"  # how best_params were chosen (the final stage: by mean)
     best_trial_checkpoint: Path | None = None  # the best trial's best whole checkpoint (its weights)
     tuning_split: str = ""  # one line: which images the trials were scored on (sweep.tuning_split)
+    rung_correlations: list[RungCorrelation] = field(default_factory=list)  # one per ASHA rung
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -177,6 +180,8 @@ def summarise(
     """The best trial by search.metric (failed and unscored trials excluded) and the sweep's places."""
     ranked = ranked_trials(trials, sweep.search.mode)
     best = ranked[0] if ranked else None
+    finals = {row.trial_id: row.score for row in trials if row.status == "completed" and row.score is not None}
+    rungs = sweep_rung_correlations(sweep, experiment_path, finals)
     summary = SweepSummary(
         name=sweep.name,
         metric=sweep.search.metric,
@@ -191,6 +196,8 @@ def summarise(
         optuna_storage=absolute_storage_url(sweep.search.storage),
         experiment_path=experiment_path,
         report_dir=sweep_dir(sweep) / REPORT_FOLDER,
+        notes=noisy_rung_notes(rungs),
+        rung_correlations=rungs,
     )
     if best is not None:
         checkpoint, skipped = best_whole_checkpoint_in(sweep_dir(sweep) / TRIALS_FOLDER / f"trial-{best.trial_id}")
@@ -314,6 +321,9 @@ def write_report(sweep: SweepConfig, summary: SweepSummary, parent: tracking.Run
             metrics[f"tuned_baseline_{tuned.method}_best_{summary.metric}"] = tuned.best_score
     if summary.final_stage is not None:
         metrics.update(final_stage_metrics(summary.final_stage))
+    for rung in summary.rung_correlations:
+        if rung.rho is not None:
+            metrics[f"rung_spearman_{rung.iteration}"] = rung.rho
     parent.log_metrics(metrics, step=0)
     parent.set_tags({f"hwd.best.{name}": value for name, value in summary.best_params.items()})
 
@@ -367,6 +377,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
         )
     if summary.final_stage is not None:
         print_final_stage(summary.final_stage, console)
+    for rung in summary.rung_correlations:
+        console.print(f"ASHA rung at iteration {rung.iteration}: {rung.describe(summary.metric)}")
     if summary.best_config_path:
         console.print(f"best config: {summary.best_config_path} (hwd-tune distill {summary.best_config_path})")
     if summary.best_trial_checkpoint:

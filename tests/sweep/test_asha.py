@@ -1,4 +1,5 @@
-"""ASHA stops weak trials, and a grid sweep visits every combination once: real Ray, Optuna, MLflow.
+"""ASHA stops weak trials (PRUNED in the Optuna study), and a grid sweep visits every combination
+once: real Ray, Optuna, MLflow.
 
 Early stopping is made certain rather than likely: the teacher is a real checkpoint whose
 classifiers have zero weights and a bias favouring class 1, so it says "class 1" at every pixel.
@@ -13,6 +14,7 @@ absurd HWD weight wrecks training only for a few iterations and differently per 
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -84,9 +86,10 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
     from mlflow import MlflowClient
 
     # One trial at a time, in the listed order: the student alone first, then two KD weights
-    # that make it copy the constant teacher. Rungs at 4 (the first validation) and 8 (= max_t).
+    # that make it copy the constant teacher. Validations every 2 iterations; ASHA's one rung at 4
+    # (the second validation; max_t = 8 ends every trial, it is no rung).
     train = tiny_train(
-        tmp_path, constant_teacher, {"name": "kd", "params": {}}, max_iters=8, val_interval=4, log_interval=4
+        tmp_path, constant_teacher, {"name": "kd", "params": {}}, max_iters=8, val_interval=2, log_interval=4
     )
     sweep = SweepConfig.model_validate(
         {
@@ -130,13 +133,33 @@ def test_asha_stops_the_trials_below_the_cutoff_at_the_first_rung(ray_local, tmp
         assert child.data.tags["hwd.trial_status"] == "stopped_early"
         assert child.data.tags["hwd.stopped_at_iteration"] == "4"
         first = client.get_metric_history(row.run_id, "val_miou")[0]
-        assert (first.step, first.value) == (4, pytest.approx(copy_teacher, abs=1e-6))
+        assert (first.step, first.value) == (2, pytest.approx(copy_teacher, abs=1e-6))
 
-    # Optuna was told each trial's last result: the good one's at max_t, the stopped ones' at the rung
+    # Optuna holds each trial's validations at their training iterations (not Tune's report count
+    # 1, 2, ...): the stopped trials PRUNED at the rung, the full one COMPLETE with its best value.
+    # The MLflow history is cut where Tune stopped the trial: its worker may validate once more
+    # before Ray ends it, which neither Tune nor Optuna sees.
     study = optuna.load_study(study_name=sweep.name, storage=searcher.optuna_storage(sweep))
-    told = {trial.params["weight"]: trial.value for trial in study.trials}
-    assert told[GOOD] == pytest.approx(client.get_metric_history(good.run_id, "val_miou")[-1].value)
-    assert [told[weight] for weight in BAD] == [pytest.approx(copy_teacher, abs=1e-6)] * 2
+    told = {trial.params["weight"]: trial for trial in study.trials}
+    for row in summary.trials:
+        trial = told[row.params["weight"]]
+        logged = client.get_metric_history(row.run_id, "val_miou")
+        history = {metric.step: metric.value for metric in logged if metric.step <= row.iterations}
+        assert trial.intermediate_values == pytest.approx(history)
+        if row is good:
+            assert sorted(history) == [2, 4, 6, 8]
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.value == pytest.approx(max(history.values()))
+            assert trial.value == pytest.approx(good.val_miou)
+        else:
+            assert sorted(history) == [2, 4]
+            assert trial.state == optuna.trial.TrialState.PRUNED
+
+    # one completed trial: too few for the rank correlation of the rung at 4
+    assert [(rung.iteration, rung.n, rung.rho) for rung in summary.rung_correlations] == [(4, 1, None)]
+    report = json.loads((summary.report_dir / "summary.json").read_text())
+    assert report["rung_correlations"] == [{"iteration": 4, "n": 1, "rho": None}]
+    assert not any(name.startswith("rung_spearman") for name in parent.data.metrics)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The summary's pure parts: the failure reason of a wrapped error and a trial's status by budget."""
+"""The summary without Ray trials: the failure reason of a wrapped error, a trial's status by
+budget, and the rung correlations' way into the summary, its report, the parent run and the printout."""
 
 from __future__ import annotations
 
@@ -72,3 +73,70 @@ def test_the_summary_says_what_the_trials_were_scored_on(tmp_path):
     console = Console(record=True, width=200)
     summary.print_summary(best_summary(sweep, tmp_path, tuning_split="tuned on the 6 held out"), console)
     assert "tuned on the 6 held out\n" in console.export_text()
+
+
+class _RecordingParent:
+    """Stands in for the parent run's RunLogger: keeps what write_report logs."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+        self.tags: dict[str, str] = {}
+
+    def log_metrics(self, metrics, step: int) -> None:
+        self.metrics.update(metrics)
+
+    def set_tags(self, tags) -> None:
+        self.tags.update(tags)
+
+    def log_artifact_dir(self, local_dir, artifact_path: str) -> None:
+        pass
+
+
+def test_rung_correlations_reach_the_summary_the_report_the_parent_run_and_the_printout(tmp_path, monkeypatch):
+    import json
+
+    import optuna
+    from rich.console import Console
+
+    from hwd_tune.sweep.fidelity import RungCorrelation
+    from hwd_tune.sweep.searcher import optuna_storage
+
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    optuna.create_study(study_name=sweep.name, storage=optuna_storage(sweep), direction="maximize")
+    rows = [
+        summary.TrialRow(f"t{index}", {"tau": 4.0, "mu": 0.0, "beta": 0.1}, score, score, iterations, status)
+        for index, (score, iterations, status) in enumerate(
+            [(30.0, 8, "completed"), (20.0, 4, "stopped early"), (25.0, 8, "completed"), (None, 2, "failed")]
+        )
+    ]
+    rungs = [RungCorrelation(2, 5, 0.8), RungCorrelation(4, 5, 0.25)]
+    asked = {}
+
+    def hand_made_rungs(sweep_, experiment_path, finals):
+        asked.update(finals)
+        return rungs
+
+    monkeypatch.setattr(summary, "sweep_rung_correlations", hand_made_rungs)
+    result = summary.summarise(sweep, rows, "parent", "sqlite:///mlflow.db", str(tmp_path / "tune"))
+    assert asked == {"t0": 30.0, "t2": 25.0}  # the completed trials' scores: what the sweep ranks by
+    assert result.rung_correlations == rungs
+    noise = (
+        "early stopping at iteration 4 is deciding on noise (Spearman ρ = 0.25 over 5 completed trials): "
+        "raise grace_period"
+    )
+    assert [note for note in result.notes if note.startswith("early stopping")] == [noise]  # the rung at 2 is trusted
+
+    parent = _RecordingParent()
+    summary.write_report(sweep, result, parent)
+    record = json.loads((result.report_dir / "summary.json").read_text())
+    assert record["rung_correlations"] == [{"iteration": 2, "n": 5, "rho": 0.8}, {"iteration": 4, "n": 5, "rho": 0.25}]
+    assert (parent.metrics["rung_spearman_2"], parent.metrics["rung_spearman_4"]) == (0.8, 0.25)
+
+    console = Console(record=True, width=300)
+    summary.print_summary(result, console)
+    printed = console.export_text()
+    assert (
+        "ASHA rung at iteration 2: Spearman ρ = 0.80 between val_miou at the rung and the trial's final score, "
+        "over 5 completed trials"
+    ) in printed
+    assert f"note: {noise}" in printed
