@@ -17,6 +17,9 @@ from hwd_tune.cli import app
 from tests.sweep.helpers import tiny_sweep
 from tests.trainables.helpers import TINY_STUDENT, TINY_TEACHER, tiny_config
 
+LOCAL_RAY_TRAIN_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+USER_ENVIRONMENT = dict(os.environ)  # at collection, before any test starts Ray
+
 
 def test_methods_lists_every_distiller_with_paper_defaults():
     result = CliRunner().invoke(app, ["methods"])
@@ -56,6 +59,9 @@ def test_a_run_that_fails_while_training_exits_1_with_one_line_and_a_log(ray_loc
     assert log.is_file() and log.parent == (tmp_path / ".hwd-tune" / "logs").resolve()
     assert "Traceback (most recent call last)" in log.read_text()
     assert "Traceback" not in result.output
+    # the local Ray (started by start_local_ray) runs with Ray Train's settings for one machine
+    for name, value in LOCAL_RAY_TRAIN_SETTINGS.items():
+        assert os.environ[name] == USER_ENVIRONMENT.get(name, value)
 
 
 # --------------------------------------------------------------------------------------------
