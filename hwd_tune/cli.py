@@ -11,7 +11,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -102,8 +102,19 @@ def _overrides(sets: list[str] | None, workers: int | None, gpus: float | None, 
     return overrides
 
 
+def _check_before_start(what: str, check: Callable[[], None]) -> None:
+    """Runs `check()` (the checks that need neither Ray nor a write); a bad input exits 2, nothing started."""
+    try:
+        check()
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]cannot start {what}[/red]:")
+        console.print(str(error), soft_wrap=True, markup=False, highlight=False)  # whole lines, to grep
+        raise typer.Exit(code=2) from None
+
+
 def _train(job: str, config_path: Path, overrides: list[str], address: str | None) -> None:
     from hwd_tune.config import ConfigError, load_train_config
+    from trainables.checks import check_before_start
     from trainables.launch import connect_ray, resource_plan, run_training
 
     forced = ["job=teacher", "method.name=none"] if job == "teacher" else ["job=distill"]
@@ -112,8 +123,9 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
     except ConfigError as error:
         console.print(f"[red]invalid configuration[/red]\n{error}")
         raise typer.Exit(code=2) from None
-    console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}")
     with _exit_codes():
+        _check_before_start("the run", lambda: check_before_start(config, source=str(config_path)))
+        console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}")
         connect_ray(address)
         try:
             outcome = run_training(config, progress=console)
@@ -203,6 +215,7 @@ def sweep(
         console.print(f"[red]invalid sweep[/red]\n{error}")
         raise typer.Exit(code=2) from None
     with _exit_codes(resume_option="--resume"):
+        _check_before_start("the sweep", lambda: sweep_service.check_before_start(sweep_config))
         connect_ray(address)
         try:
             sweep_service.run(sweep_config, resume=resume, console=console)
@@ -240,6 +253,7 @@ def reproduce(
 
     plan_config = _load_plan(plan, set_)
     with _exit_codes():
+        _check_before_start("the reproduction", lambda: reproduce_service.check_before_start(plan_config))
         connect_ray(address)
         try:
             summary = reproduce_service.reproduce(plan_config, console=console)
@@ -274,10 +288,11 @@ def quickstart(
 ) -> None:
     """Train a synthetic teacher, run a small HWD sweep (+ baselines) and print the best tau, mu, beta."""
     from hwd_tune.config import ConfigError
-    from hwd_tune.sweep.quickstart import run_quickstart
+    from hwd_tune.sweep.quickstart import check_quickstart, run_quickstart
     from trainables.launch import connect_ray
 
     with _exit_codes():
+        _check_before_start("the quickstart", lambda: check_quickstart(output_dir))
         connect_ray(address)
         try:
             run_quickstart(output_dir=output_dir, console=console)

@@ -26,10 +26,7 @@ def ray_local():
     from trainables.launch import start_local_ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    # Test-only savings on 2 cores: no preemption-watcher actor per training run (nothing drains a
-    # local node), and the Train controller notices a finished worker group within 0.5 s, not 2 s.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # start_local_ray sets Ray Train's settings for one machine itself (as for every user)
     start_local_ray(num_cpus=2, log_to_driver=False)  # dashboard on: see start_local_ray
     yield ray
     ray.shutdown()

@@ -26,6 +26,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from hwd_tune.config import HoldoutConfig, TrainConfig
 from hwd_tune.data.from_config import info_from_config
 from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
+from trainables.checks import check_before_start
 from trainables.loop import train_loop_per_worker
 
 # Fields that do not change what is trained: a re-run that differs only in these resumes.
@@ -101,16 +102,16 @@ def check_fits(plan: ResourcePlan, available: dict[str, float]) -> None:
 
 
 def preflight(config: TrainConfig, tracking_uri: str | None) -> None:
-    """Checks that would otherwise fail inside the workers, before any training starts:
-    the dataset, the teacher's source and its class count."""
-    from hwd_tune.data.from_config import training_set
+    """Checks that would otherwise fail inside the workers, before the run is created: those of
+    `check_before_start`, then a teacher in MLflow downloaded (into teacher_cache, once per node)
+    and loaded against the dataset's class count."""
+    from hwd_tune import tracking
     from trainables.loop import build_teacher, resolve_teacher_weights
 
-    info = info_from_config(config.data)
-    training_set(config.data)  # raises with the expected layout when files are missing
-    if config.method.name != "none":
+    check_before_start(config, tracking_uri=tracking_uri)
+    if config.method.name != "none" and tracking.is_mlflow_source(config.teacher.source):
         weights = resolve_teacher_weights(config, tracking_uri)
-        build_teacher(config, info.num_classes, weights, device=torch.device("cpu"))
+        build_teacher(config, info_from_config(config.data).num_classes, weights, device=torch.device("cpu"))
 
 
 def build_trainer(
@@ -172,7 +173,15 @@ def start_local_ray(**init_options: Any) -> None:
     trial's controller died (e.g. stopped by ASHA), and when several Ray instances run on one
     machine its auto-detection fails, so stopped trials would keep their workers' CPUs and the
     next trials would wait forever.
+
+    Ray Train's settings for a cluster are costly on a laptop: nothing drains a local node, so
+    its preemption watcher (an actor per training run) only takes a process, and a controller
+    that checks its workers every 0.5 s rather than 2 s notices a finished run sooner. Set for
+    the driver (Ray Train passes them on to its controller and workers); a user's own values win.
     """
+    # setdefault: a user's own RAY_TRAIN_* values win over these one-machine ones (see above)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -92,9 +92,13 @@ def average_gradients(parameters: list[nn.Parameter], world_size: int) -> None:
 
 
 def resolve_teacher_weights(config: TrainConfig, tracking_uri: str | None) -> Path:
-    """Local file of the teacher's weights; registry downloads happen once per node (file lock)."""
+    """Local file of the teacher's weights; registry downloads happen once per node (file lock).
+    The source is found first, so a missing one leaves no teacher_cache/ or lock file behind."""
     from hwd_tune import tracking
 
+    location = tracking.locate_teacher(config.teacher.source, tracking_uri=tracking_uri)
+    if location.weights is not None:
+        return location.weights  # a local file: nothing to download
     cache_dir = Path(config.output_dir).resolve() / "teacher_cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / ".lock")):

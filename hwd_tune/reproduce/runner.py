@@ -35,6 +35,7 @@ from hwd_tune.reproduce.plan import Cell, Plan, check_resources
 from hwd_tune.reproduce.report import write_plan_report
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops, unfinished
 from hwd_tune.sweep.summary import failure_reason
+from trainables import checks
 from trainables.launch import preflight, resource_plan, run_key, run_name, run_training
 
 PLANS_FOLDER = "plans"  # under train.output_dir: one folder per plan
@@ -131,7 +132,10 @@ def finished_runs(plan: Plan, tracking_uri: str) -> dict[Cell, tracking.FoundRun
     """The FINISHED run of each cell that has one: tagged with this plan and the cell's config hash.
 
     Matching by hash, not by the cell tags, keeps a run whose label was renamed (same training job).
+    A local store that does not exist yet holds none and is not created here.
     """
+    if tracking.missing_local_store(tracking_uri) is not None:
+        return {}
     experiment = plan.train.tracking.experiment
     by_hash = {
         run.tags.get(tracking.CONFIG_HASH_TAG): run
@@ -298,6 +302,19 @@ def reproduce(
     _finish_plan_run(plan_run, summary)
     print_summary(summary, console)
     return summary
+
+
+def check_before_start(plan: Plan) -> None:
+    """What can be checked of the runs still to do before Ray starts or a file is written
+    (trainables.checks): each distinct student, dataset and teacher once."""
+    tracking_uri, _ = plan_tracking(plan)
+    finished = finished_runs(plan, tracking_uri)
+    jobs: dict[tuple[str, str, str], TrainConfig] = {}  # one seed of each (dataset, student, method)
+    for cell in plan.cells():
+        job = (cell.dataset, cell.student, cell.method)
+        if cell not in finished and job not in jobs:
+            jobs[job] = plan.train_config(cell)
+    checks.check_before_start(jobs.values(), source=plan.source)
 
 
 def _preflight(plan: Plan, remaining: list[Cell], tracking_uri: str) -> None:

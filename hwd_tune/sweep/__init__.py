@@ -48,7 +48,7 @@ from hwd_tune.sweep.searcher import (
     optuna_storage,
     tune_domain,
 )
-from hwd_tune.sweep.service import run
+from hwd_tune.sweep.service import check_before_start, run, sweep_jobs
 from hwd_tune.sweep.statistics import PairedDifference, SeedStats, paired_difference, seed_stats
 from hwd_tune.sweep.summary import (
     JobResult,
@@ -87,6 +87,7 @@ __all__ = [
     "baseline_train_config",
     "build_scheduler",
     "build_searcher",
+    "check_before_start",
     "check_resources",
     "close_orphaned_optuna_trials",
     "failure_reason",
@@ -103,6 +104,7 @@ __all__ = [
     "seed_stats",
     "startup_trials",
     "sweep_dir",
+    "sweep_jobs",
     "sweep_key",
     "trial_run_key",
     "trial_train_config",

@@ -14,10 +14,13 @@ from pathlib import Path
 from rich.console import Console
 
 from hwd_tune import tracking
-from hwd_tune.config import load_train_config
+from hwd_tune.config import TrainConfig, load_train_config
+from hwd_tune.sweep.config import SweepConfig
 from hwd_tune.sweep.config import load as load_sweep
 from hwd_tune.sweep.layout import TUNE_FOLDER, sweep_dir
+from hwd_tune.sweep.service import check_before_start as check_sweep
 from hwd_tune.sweep.service import run as run_sweep
+from trainables import checks
 from trainables.launch import run_training
 
 TEACHER_FILE = Path("train") / "quickstart_teacher.yaml"
@@ -36,7 +39,10 @@ def search_spaces_dir() -> Path:
 
 
 def teacher_is_registered(tracking_uri: str, source: str) -> bool:
-    """Whether the registry URI `source` (models:/name@alias) already resolves to a version."""
+    """Whether the registry URI `source` (models:/name@alias) already resolves to a version (a local
+    store that does not exist yet is not created to find out)."""
+    if tracking.missing_local_store(tracking_uri) is not None:
+        return False
     try:
         tracking.registered_version(tracking_uri, source)
     except (ValueError, FileNotFoundError):
@@ -44,12 +50,26 @@ def teacher_is_registered(tracking_uri: str, source: str) -> bool:
     return True
 
 
+def quickstart_jobs(output_dir: str) -> tuple[TrainConfig, SweepConfig]:
+    """(the teacher's training job, the sweep) of the quickstart, writing under `output_dir`."""
+    folder = search_spaces_dir()
+    teacher = load_train_config(folder / TEACHER_FILE, [f"output_dir={output_dir}"])
+    return teacher, load_sweep(folder / SWEEP_FILE, [f"train.output_dir={output_dir}"])
+
+
+def check_quickstart(output_dir: str = "outputs") -> None:
+    """What can be checked before Ray starts or a file is written: the teacher's job, and the sweep's
+    jobs (their teacher's source once it is registered: until then step 1 trains it)."""
+    teacher, sweep = quickstart_jobs(output_dir)
+    checks.check_before_start(teacher, source=str(search_spaces_dir() / TEACHER_FILE))
+    tracking_uri = tracking.resolve_tracking_uri(sweep.train.tracking.uri, sweep.train.output_dir)
+    check_sweep(sweep, teacher_sources=teacher_is_registered(tracking_uri, sweep.train.teacher.source))
+
+
 def run_quickstart(*, output_dir: str = "outputs", console: Console | None = None):
     """Runs (or resumes) the three steps; returns the sweep's `SweepSummary`. Ray must be up."""
     console = console or Console()
-    folder = search_spaces_dir()
-    sweep = load_sweep(folder / SWEEP_FILE, [f"train.output_dir={output_dir}"])
-    teacher = load_train_config(folder / TEACHER_FILE, [f"output_dir={output_dir}"])
+    teacher, sweep = quickstart_jobs(output_dir)
     tracking_uri = tracking.resolve_tracking_uri(sweep.train.tracking.uri, sweep.train.output_dir)
 
     console.rule("[bold]1/3 teacher")

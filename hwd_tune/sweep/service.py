@@ -27,6 +27,7 @@ from hwd_tune.sweep.config import (
     TunedBaseline,
     baseline_train_config,
     check_resources,
+    final_job_config,
     trial_train_config,
     tuned_baseline_sweep,
 )
@@ -68,6 +69,7 @@ from hwd_tune.sweep.summary import (
     write_report,
 )
 from hwd_tune.sweep.tuning_split import log_tuning_split
+from trainables import checks
 from trainables.launch import build_trainer, preflight, resource_plan, run_training
 
 LoopConfigHook = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -219,6 +221,29 @@ def _check_fresh_start(sweep: SweepConfig, resume: bool) -> None:
         )
     if sweep.name in names:
         optuna.delete_study(study_name=sweep.name, storage=storage)
+
+
+def check_before_start(sweep: SweepConfig, *, teacher_sources: bool = True) -> None:
+    """What can be checked of the sweep before Ray starts or a file is written (trainables.checks),
+    on each kind of training job it runs; teacher_sources=False when its teacher is trained first."""
+    checks.check_before_start(
+        sweep_jobs(sweep), source=sweep.source, field_prefix="train.", teacher_sources=teacher_sources
+    )
+
+
+def sweep_jobs(sweep: SweepConfig) -> list[TrainConfig]:
+    """One training job of each kind the sweep runs: its first trial, each tuned baseline's, each
+    baseline at its defaults, a final-stage retraining. Trials differ only in the sampled params."""
+    first = dict(sweep.search.points_to_evaluate[0]) if sweep.search.points_to_evaluate else {}
+    jobs = [trial_train_config(sweep, first)]
+    for entry in sweep.search.baselines:
+        if isinstance(entry, TunedBaseline):
+            jobs.append(trial_train_config(tuned_baseline_sweep(sweep, entry), {}))
+        else:
+            jobs.append(baseline_train_config(sweep, entry))
+    if sweep.search.final.top_k:
+        jobs.append(final_job_config(sweep, sweep.train.method.name, first, sweep.search.final.seeds[0]))
+    return jobs
 
 
 def run(

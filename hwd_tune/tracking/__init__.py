@@ -46,11 +46,12 @@ from hwd_tune.tracking.store import (
     TRUNCATION_MARKER,
     default_artifact_location,
     default_tracking_uri,
+    missing_local_store,
     redact_uri,
     relocate_sqlite_store,
     resolve_tracking_uri,
 )
-from hwd_tune.tracking.teachers import resolve_teacher
+from hwd_tune.tracking.teachers import TeacherLocation, is_mlflow_source, locate_teacher, resolve_teacher
 
 __all__ = [
     "CHANGED_PARAM_TAG_PREFIX",
@@ -74,13 +75,17 @@ __all__ = [
     "TRUNCATION_MARKER",
     "FoundRun",
     "RunLogger",
+    "TeacherLocation",
     "default_artifact_location",
     "default_tracking_uri",
     "find_run_id",
     "find_runs",
     "flatten_params",
+    "is_mlflow_source",
     "latest_metrics",
+    "locate_teacher",
     "milestone_alias",
+    "missing_local_store",
     "redact_uri",
     "register_teacher",
     "registered_version",

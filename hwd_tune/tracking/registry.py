@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 TEACHER_ARTIFACT_ROOT = "teacher"  # run artifact folder of registered teacher checkpoints
 TEACHER_FILES = ("model.pt", "meta.json")  # what a teacher version holds (no optimizer state)
 CHECKPOINT_FILE = "model.pt"
+META_TAG_PREFIX = "hwd.meta."  # a version's tags: its meta.json scalars (arch, num_classes, ...)
 _ALIAS_PATTERN = re.compile(r"^[\w\-]+$")  # MLflow: alphanumerics, underscores, dashes
 _RESERVED_ALIAS_PATTERN = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
 _MAX_NAMES_SHOWN = 20
@@ -95,7 +96,7 @@ def register_teacher(
     _ensure_registered_model(client, name, dataset, arch)
     version_tags = {
         "hwd.artifact_path": artifact_path,
-        **{f"hwd.meta.{key}": value for key, value in meta.items() if isinstance(value, _SCALARS)},
+        **{f"{META_TAG_PREFIX}{key}": value for key, value in meta.items() if isinstance(value, _SCALARS)},
         **(tags or {}),
     }
     version = client.create_model_version(

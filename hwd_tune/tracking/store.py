@@ -141,6 +141,20 @@ def relocate_sqlite_store(database: Path) -> list[str]:
     return moved
 
 
+def missing_local_store(tracking_uri: str) -> Path | None:
+    """The file (sqlite) or folder (file store) of a local store that does not exist yet, so holds no
+    runs or models; None when it exists, or for a server or a database elsewhere. Lets a check read a
+    store without creating it (`mlflow_client` would)."""
+    database = _sqlite_path(tracking_uri)
+    if database is not None:
+        return None if database.is_file() else database
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(parsed.path) if parsed.scheme else tracking_uri).expanduser().resolve()
+    return None if folder.exists() else folder
+
+
 def mlflow_client(tracking_uri: str) -> MlflowClient:
     """A client whose registry is the tracking store (MLflow would follow MLFLOW_REGISTRY_URI instead)."""
     if not isinstance(tracking_uri, str) or not tracking_uri.strip():

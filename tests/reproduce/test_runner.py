@@ -25,6 +25,7 @@ from hwd_tune.reproduce.plan import Cell, Plan, load
 from hwd_tune.reproduce.runner import (
     ReproduceSummary,
     cell_tags,
+    check_before_start,
     finished_runs,
     log_cost,
     plan_dir,
@@ -238,10 +239,18 @@ def test_a_plan_that_does_not_fit_fails_before_anything_starts(ray_local, tmp_pa
 
 def test_a_missing_teacher_fails_before_anything_starts(ray_local, tmp_path):
     plan = load(PLAN_FILE, tiny_overrides(tmp_path, str(tmp_path / "no-teacher.pt")))
-    expected = r"quickstart\.yaml: dataset 'synthetic': teacher source .*no-teacher\.pt"
-    with pytest.raises(FileNotFoundError, match=expected):
+    expected = r"quickstart\.yaml: dataset 'synthetic': teacher\.source: teacher source .*no-teacher\.pt"
+    with pytest.raises(ValueError, match=expected):
         reproduce(plan)
     assert tracking.find_runs(f"sqlite:///{tmp_path}/mlflow/mlflow.db", "tests", {}) == []
+
+
+def test_the_checks_before_start_name_the_plan_and_create_no_store(tmp_path):
+    plan = load(PLAN_FILE, tiny_overrides(tmp_path, str(tmp_path / "no-teacher.pt")))
+    assert finished_runs(plan, f"sqlite:///{tmp_path}/mlflow/mlflow.db") == {}  # no store: nothing finished
+    with pytest.raises(ValueError, match=r"quickstart\.yaml: teacher\.source: teacher source .*no-teacher\.pt"):
+        check_before_start(plan)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,3 +161,15 @@ def test_resume_after_the_driver_is_killed_continues_without_re_running_finished
     )
     assert yaml.safe_load((summary.report_dir / "search_space.json").read_text()) == SPACE
     assert summary.mlflow_ui_command().endswith("--host 127.0.0.1 --port 5000")
+
+
+def test_the_checks_before_start_cover_the_trials_each_baseline_and_the_final_stage(tmp_path):
+    tuned = {"name": "kd", "space": {"temperature": {"type": "uniform", "low": 1.0, "high": 4.0}}}
+    sweep = tiny_sweep(tmp_path, "teacher.pt", baselines=["none", tuned], final={"top_k": 1, "seeds": [3]})
+    jobs = service.sweep_jobs(sweep)
+    assert [(job.method.name, job.seed) for job in jobs] == [("hwd", 0), ("none", 0), ("kd", 0), ("hwd", 3)]
+    assert jobs[0].method.params == PAPER_POINT
+    with pytest.raises(ValueError, match=r"^sweep config: train\.teacher\.source: teacher source 'teacher\.pt'"):
+        service.check_before_start(sweep)
+    service.check_before_start(sweep, teacher_sources=False)
+    assert list(tmp_path.iterdir()) == []

@@ -35,6 +35,18 @@ def test_artifact_location_sits_next_to_a_sqlite_store_only(tmp_path):
     assert tracking.default_artifact_location("sqlite:///:memory:") is None
 
 
+def test_a_missing_local_store_is_named_and_not_created(tmp_path, store, teachers):
+    sqlite = tracking.default_tracking_uri(tmp_path / "new")
+    assert tracking.missing_local_store(sqlite) == (tmp_path / "new" / "mlflow" / "mlflow.db").resolve()
+    assert tracking.missing_local_store((tmp_path / "runs").as_uri()) == (tmp_path / "runs").resolve()
+    assert tracking.missing_local_store(str(tmp_path / "runs")) == (tmp_path / "runs").resolve()
+    assert list(tmp_path.iterdir()) == []  # looked at, not created
+    assert tracking.missing_local_store(store[1]) is None  # the shared store, where teachers are registered
+    assert tracking.missing_local_store(tmp_path.as_uri()) is None
+    for elsewhere in ("http://mlflow:5000", "postgresql://u:p@db/mlflow", "sqlite:///:memory:"):
+        assert tracking.missing_local_store(elsewhere) is None
+
+
 @pytest.mark.parametrize(
     "uri, expected",
     [

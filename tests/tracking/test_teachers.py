@@ -67,3 +67,30 @@ def test_resolve_teacher_errors_name_what_exists(store, teachers, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"has no model.pt; it holds \['present.pth'\]"):
         tracking.resolve_teacher(str(tmp_path), tracking_uri=None, cache_dir=tmp_path / "cache")
     assert not list(tmp_path.glob("models/*"))  # nothing half-downloaded left behind
+
+
+def test_locate_teacher_finds_a_source_without_downloading(store, teachers, tmp_path):
+    registered = tracking.locate_teacher(f"models:/{teachers['name']}@iter-100", tracking_uri=store[1])
+    assert registered.weights is None and registered.meta["iteration"] == "100"  # the version's meta.json
+    run_artifact = tracking.locate_teacher(f"runs:/{teachers['run_id']}/teacher/iter-200", tracking_uri=store[1])
+    assert run_artifact.weights is None and run_artifact.meta == {}
+    checkpoint = teachers["checkpoints"][0]
+    assert tracking.locate_teacher(str(checkpoint), tracking_uri=None).weights == (checkpoint / "model.pt").resolve()
+    with pytest.raises(ValueError, match=r"has no alias 'iter-80k'"):
+        tracking.locate_teacher(f"models:/{teachers['name']}@iter-80k", tracking_uri=store[1])
+    with pytest.raises(FileNotFoundError, match=r"no artifact 'teacher/iter-300'"):
+        tracking.locate_teacher(f"runs:/{teachers['run_id']}/teacher/iter-300", tracking_uri=store[1])
+    with pytest.raises(FileNotFoundError, match=r"no such file or directory .*missing\.pt"):
+        tracking.locate_teacher(str(tmp_path / "missing.pt"), tracking_uri=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("source", ["models:/teacher-synthetic-deeplabv3_resnet18@best", "runs:/deadbeef/model.pt"])
+def test_a_store_that_does_not_exist_yet_is_not_created_to_find_a_teacher(tmp_path, source):
+    uri = tracking.default_tracking_uri(tmp_path / "outputs")
+    expected = rf"teacher source '{source}' is not (registered|logged): the MLflow store .* does not exist yet"
+    with pytest.raises(ValueError, match=expected):
+        tracking.locate_teacher(source, tracking_uri=uri)
+    with pytest.raises(ValueError, match=expected):
+        tracking.resolve_teacher(source, tracking_uri=uri, cache_dir=tmp_path / "outputs" / "teacher_cache")
+    assert not (tmp_path / "outputs").exists()

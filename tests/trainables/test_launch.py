@@ -1,12 +1,19 @@
-"""Run keys: a run with no image held out keeps the key it had before data.holdout existed."""
+"""trainables.launch: run keys (a run with no image held out keeps the key it had before
+data.holdout existed), and the local Ray that hwd-tune starts gets Ray Train's one-machine settings."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+
+import pytest
 
 from tests.trainables.helpers import tiny_config
+from trainables import launch
 from trainables.launch import run_key
+
+LOCAL_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
 def test_run_key_ignores_holdout_only_when_it_is_off(tmp_path):
@@ -18,3 +25,15 @@ def test_run_key_ignores_holdout_only_when_it_is_off(tmp_path):
     assert run_key(held_out) != run_key(config)
     other_seed = tiny_config(tmp_path, data={"holdout": {"fraction": 0.1, "seed": 1}})
     assert run_key(other_seed) != run_key(held_out)
+
+
+@pytest.mark.parametrize("user_settings", [{}, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "5"}])
+def test_start_local_ray_sets_ray_train_settings_unless_the_user_did(user_settings, monkeypatch):
+    """Set before ray.init (Ray Train passes the driver's on to its controller); a user's value wins."""
+    environment = {key: value for key, value in os.environ.items() if key not in LOCAL_SETTINGS}
+    monkeypatch.setattr(os, "environ", {**environment, **user_settings})
+    seen_by_ray = {}
+    monkeypatch.setattr(launch.ray, "init", lambda **options: seen_by_ray.update(os.environ))
+    launch.start_local_ray()
+    expected = {**LOCAL_SETTINGS, **user_settings}
+    assert {key: seen_by_ray.get(key) for key in LOCAL_SETTINGS} == expected

@@ -164,3 +164,21 @@ def test_damaged_checkpoints_fall_back_to_a_whole_one_or_restart_from_scratch(ra
     run = client.get_run(first["run_id"])
     assert run.info.status == "FINISHED"  # what it trained before is still there: not FAILED
     assert "failing on purpose at iteration 1" in run.data.tags["hwd.rerun_failure"]
+
+
+def test_a_teacher_that_cannot_be_found_leaves_no_cache_or_lock_behind(tmp_path):
+    """Found before teacher_cache/ and its lock are made; a local file needs no cache at all."""
+    from hwd_tune.tracking import default_tracking_uri
+    from trainables.loop import resolve_teacher_weights
+
+    def distillation(source):
+        return tiny_config(tmp_path / "outputs", job="distill", method={"name": "hwd"}, teacher={"source": source})
+
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        resolve_teacher_weights(distillation(str(tmp_path / "teacher.pt")), None)
+    with pytest.raises(ValueError, match="does not exist yet"):
+        alias = distillation("models:/teacher-synthetic-deeplabv3_resnet18@best")
+        resolve_teacher_weights(alias, default_tracking_uri(tmp_path / "outputs"))
+    torch.save({}, tmp_path / "teacher.pt")
+    assert resolve_teacher_weights(distillation(str(tmp_path / "teacher.pt")), None) == tmp_path / "teacher.pt"
+    assert not (tmp_path / "outputs").exists()
