@@ -114,6 +114,18 @@ def preflight(config: TrainConfig, tracking_uri: str | None) -> None:
         build_teacher(config, info_from_config(config.data).num_classes, weights, device=torch.device("cpu"))
 
 
+def pinned_to_driver(config: TrainConfig, tracking_uri: str) -> TrainConfig:
+    """`config` with the driver's tracking URI and an absolute output_dir (neither is in the run key),
+    so a Tune trial actor, whose working directory is its own trial folder, logs and checkpoints
+    where the driver looks."""
+    return config.model_copy(
+        update={
+            "output_dir": str(Path(config.output_dir).resolve()),
+            "tracking": config.tracking.model_copy(update={"uri": tracking_uri}),
+        }
+    )
+
+
 def build_trainer(
     config: TrainConfig,
     *,

@@ -36,7 +36,7 @@ from hwd_tune.reproduce.report import write_plan_report
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops, unfinished
 from hwd_tune.sweep.summary import failure_reason
 from trainables import checks
-from trainables.launch import preflight, resource_plan, run_key, run_name, run_training
+from trainables.launch import pinned_to_driver, preflight, resource_plan, run_key, run_name, run_training
 
 PLANS_FOLDER = "plans"  # under train.output_dir: one folder per plan
 TUNE_FOLDER = "tune"  # Tune's experiment of the plan
@@ -351,9 +351,7 @@ def _cell_jobs(
     for cell in cells:
         config = plan.train_config(cell)
         tags[cell_key(cell)] = cell_tags(plan, cell, config)
-        config.tracking.uri = tracking_uri
-        config.output_dir = str(Path(config.output_dir).resolve())
-        configs[cell_key(cell)] = config.model_dump(mode="json")
+        configs[cell_key(cell)] = pinned_to_driver(config, tracking_uri).model_dump(mode="json")
     return CellJobs(
         cells={cell_key(cell): cell for cell in cells},
         configs=configs,

@@ -21,7 +21,7 @@ from hwd_tune.sweep.interruption import Interrupted, unfinished
 from hwd_tune.sweep.layout import FINAL_FOLDER, SWEEP_TAG, sweep_dir
 from hwd_tune.sweep.statistics import PairedDifference, SeedStats, paired_difference, seed_stats
 from hwd_tune.sweep.summary import TrialRow, failure_reason, ranked_trials
-from trainables.launch import run_name, run_training
+from trainables.launch import pinned_to_driver, run_name, run_training
 
 FINAL_LABEL_TAG = "hwd.final.label"
 FINAL_SEED_TAG = "hwd.final.seed"
@@ -137,7 +137,7 @@ def run_final_stage(
     errors: dict[str, str] = {}
     if remaining:
         setup = FinalSetup(
-            configs={name: by_run[name].model_dump(mode="json") for name in remaining},
+            configs={name: pinned_to_driver(by_run[name], tracking_uri).model_dump(mode="json") for name in remaining},
             tags={name: _tags(sweep, jobs, name) for name in remaining},
             parent_run_id=parent_run_id,
             loop_config_hook=loop_config_hook,

@@ -41,10 +41,19 @@ def resolve_tracking_uri(config_uri: str | None, output_dir: str | os.PathLike) 
     """The tracking URI to use: env MLFLOW_TRACKING_URI, else `tracking.uri`, else the embedded default."""
     from_env = os.environ.get(TRACKING_URI_ENV, "").strip()
     if from_env:
-        return from_env
+        return _absolute_sqlite(from_env)
     if config_uri is not None and config_uri.strip():
-        return config_uri.strip()
+        return _absolute_sqlite(config_uri.strip())
     return default_tracking_uri(output_dir)
+
+
+def _absolute_sqlite(uri: str) -> str:
+    """`sqlite:///relative.db` made absolute (a process in another directory finds the same store)."""
+    database = _sqlite_path(uri)
+    if database is None:
+        return uri
+    query = uri.partition("?")[2]
+    return f"sqlite:///{database.as_posix()}" + (f"?{query}" if query else "")
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:

@@ -138,3 +138,15 @@ def test_a_copied_output_folder_writes_into_the_copy_and_leaves_the_original_unc
     version = client.get_model_version_by_alias("teacher-synthetic-deeplabv3_resnet18", "best")
     assert version.source.startswith((copy / "mlflow" / "artifacts").resolve().as_uri())
     assert tracking.relocate_sqlite_store(copy / "mlflow" / "mlflow.db") == []  # done once, then nothing to do
+
+
+def test_a_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    expected = f"sqlite:///{tmp_path.resolve()}/runs/mlflow.db"
+    assert tracking.resolve_tracking_uri("sqlite:///runs/mlflow.db", "out") == expected
+    assert tracking.resolve_tracking_uri("sqlite:///runs/mlflow.db?timeout=20", "out") == expected + "?timeout=20"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert tracking.resolve_tracking_uri(None, "out") == f"sqlite:///{tmp_path.resolve()}/env.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.resolve_tracking_uri(None, "out") == "http://127.0.0.1:5000"

@@ -37,3 +37,13 @@ def test_start_local_ray_sets_ray_train_settings_unless_the_user_did(user_settin
     launch.start_local_ray()
     expected = {**LOCAL_SETTINGS, **user_settings}
     assert {key: seen_by_ray.get(key) for key in LOCAL_SETTINGS} == expected
+
+
+def test_a_job_sent_to_a_trial_actor_carries_the_drivers_store_and_an_absolute_output_dir(tmp_path, monkeypatch):
+    """A Tune trial runs in its own folder: relative paths would point elsewhere there."""
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config("outputs", tracking={"experiment": "tests", "uri": None})
+    pinned = launch.pinned_to_driver(config, "sqlite:////store/mlflow.db")
+    assert pinned.output_dir == str(tmp_path.resolve() / "outputs")
+    assert pinned.tracking.uri == "sqlite:////store/mlflow.db" and pinned.tracking.experiment == "tests"
+    assert launch.run_name(pinned) == launch.run_name(config)  # the same run, found again by its key
