@@ -8,12 +8,13 @@ Models are strict (`extra="forbid"`), so a misspelt key is an error that names t
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 IGNORE_INDEX = -1  # the authors' code maps the files' 255 to -1 (method.md, Training recipe)
 
@@ -190,6 +191,15 @@ class DataConfig(StrictModel):
     loader_workers: int = Field(2, ge=0)  # DataLoader processes per Ray Train worker
     synthetic: SyntheticDataParams = SyntheticDataParams()
     holdout: HoldoutConfig = HoldoutConfig()  # off: train on the whole training split, validate on val
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, root: str | None) -> str | None:
+        """Relative roots are made absolute where the config is loaded: Ray's workers run in
+        another working directory, where a relative path would point elsewhere."""
+        if root is None or "://" in root:
+            return root
+        return os.path.abspath(os.path.expanduser(root))
 
 
 class ModelConfig(StrictModel):
