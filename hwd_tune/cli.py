@@ -14,13 +14,17 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hwd_tune import __version__
+
+if TYPE_CHECKING:
+    from hwd_tune.data import DataReport
 
 app = typer.Typer(
     help="Distil semantic-segmentation models with HWD and tune tau, mu, beta with Ray + Optuna.",
@@ -299,6 +303,69 @@ def quickstart(
         except (ConfigError, ValueError, FileNotFoundError) as error:
             console.print(f"[red]quickstart stopped[/red]: {error}")
             raise typer.Exit(code=2) from None
+
+
+data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    config: Annotated[
+        Path, typer.Argument(help="Training YAML (its data: section) or sweep YAML (its train.data: section).")
+    ],
+    set_: SetOption = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", help="Masks read per split, evenly spaced; 0 = all. Default: data.check_samples."),
+    ] = None,
+) -> None:
+    """Check a dataset: split sizes, pixels per class in the masks read, and every problem found.
+
+    Exit codes: 0 clean; 2 problems in the files or the config (bad input, to fix before training).
+
+    1: the check itself failed (its traceback is logged). In a sweep file, --set train.data.root=DIR.
+    """
+    from hwd_tune.config import ConfigError
+    from hwd_tune.data.from_config import check_data, data_config_from_file
+
+    try:
+        data = data_config_from_file(config, list(set_ or []))
+    except ConfigError as error:
+        console.print(f"[red]invalid configuration[/red]\n{escape(str(error))}")
+        raise typer.Exit(code=2) from None
+    with _exit_codes():
+        report = check_data(data, samples)
+    _print_data_report(report)
+    if not report.ok:
+        raise typer.Exit(code=2)
+
+
+def _print_data_report(report: DataReport) -> None:
+    """Split sizes, the class frequency table (pixels and % per split) and the problems."""
+    console.print(f"[bold]{escape(report.dataset)}[/bold]: {report.sampling()}", soft_wrap=True)
+    if report.splits:
+        sizes = Table("split", "samples", "masks read")
+        for scan in report.splits:
+            sizes.add_row(scan.split, str(scan.size), str(scan.scanned))
+        console.print(sizes)
+    if report.class_rows() and report.splits:
+        table = Table(
+            "id", "class", *[f"{scan.split} {column}" for scan in report.splits for column in ("pixels", "%")]
+        )
+        for class_id, name, per_split in report.class_rows():
+            table.add_row(class_id, escape(name), *[cell for n, pct in per_split for cell in (f"{n:,}", f"{pct:.2f}")])
+        console.print(table)
+    if report.absent_classes():
+        console.print(
+            f"[yellow]note[/yellow]: no pixel of {escape(str(report.absent_classes()))} in the train masks read"
+        )
+    if report.ok:
+        console.print("[green]no problems found[/green]")
+        return
+    console.print(f"[red]{len(report.problems)} problem(s)[/red]:")
+    for problem in report.problems:
+        console.print(f"  - {problem.describe()}", soft_wrap=True, markup=False, highlight=False)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ Models are strict (`extra="forbid"`), so a misspelt key is an error that names t
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 IGNORE_INDEX = -1  # the authors' code maps the files' 255 to -1 (method.md, Training recipe)
 
@@ -179,17 +180,48 @@ class HoldoutConfig(StrictModel):
         return self
 
 
+ColourChannel = Annotated[int, Field(ge=0, le=255)]
+Colour = tuple[ColourChannel, ColourChannel, ColourChannel]
+
+
+class FolderClassesConfig(StrictModel):
+    """Classes of a "folder" dataset (the schema of <root>/classes.yaml); a field set in the
+    config's `data.folder` overrides the same field of the file."""
+
+    classes: list[str] | None = None  # names in index order: mask value k is class k
+    ignore_index: int | None = Field(None, ge=0, le=65535)  # mask value for "not labelled" (default 255)
+    palette: list[Colour] | None = None  # [r, g, b] of each class, for RGB masks (exact match)
+    ignore_color: Colour | None = None  # [r, g, b] that RGB masks use for "not labelled"
+
+
 class DataConfig(StrictModel):
     """Which dataset, where, and the training augmentation (method.md, Training recipe)."""
 
-    name: Literal["ade20k", "cityscapes", "cocostuff", "cocostuff_182", "voc", "synthetic"] = "synthetic"
+    name: Literal["ade20k", "cityscapes", "cocostuff", "cocostuff_182", "voc", "folder", "synthetic"] = "synthetic"
     root: str | None = None  # dataset directory; unused for "synthetic"
+    folder: FolderClassesConfig | None = None  # name "folder": overrides <root>/classes.yaml
+    check_samples: int = Field(200, ge=0)  # masks per split checked (before training a folder); 0 = all
     crop_size: int | tuple[int, int] = 512  # method.md: random crop 512 x 512 (h, w allowed)
     scale_range: tuple[float, float] = (0.5, 2.0)  # method.md: random scale 0.5-2.0
     normalization: Literal["imagenet", "authors_bgr"] = "imagenet"  # authors_bgr for their weights
     loader_workers: int = Field(2, ge=0)  # DataLoader processes per Ray Train worker
     synthetic: SyntheticDataParams = SyntheticDataParams()
     holdout: HoldoutConfig = HoldoutConfig()  # off: train on the whole training split, validate on val
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, root: str | None) -> str | None:
+        """Relative roots are made absolute where the config is loaded: Ray's workers run in
+        another working directory, where a relative path would point elsewhere."""
+        if root is None or "://" in root:
+            return root
+        return os.path.abspath(os.path.expanduser(root))
+
+    @model_validator(mode="after")
+    def _check_folder_block(self) -> DataConfig:
+        if self.folder is not None and self.name != "folder":
+            raise ValueError(f"data.folder describes a 'folder' dataset, but data.name is {self.name!r}")
+        return self
 
 
 class ModelConfig(StrictModel):

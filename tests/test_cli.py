@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hwd_tune.cli import app
+from tests.data.layouts import FOLDER_CLASSES, folder_mask, write_folder_dataset, write_label
 from tests.sweep.helpers import tiny_sweep
 from tests.trainables.helpers import TINY_STUDENT, TINY_TEACHER, tiny_config
 
@@ -272,3 +273,60 @@ def test_bad_inputs_start_no_ray_in_a_fresh_process(teachers, tmp_path):
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert results == [[2, False]] * len(BAD_INPUTS), dict(zip(BAD_INPUTS, results))
     assert all(not (Path(run["cwd"]) / "outputs").exists() for run in runs)
+
+
+def class_row(output: str, name: str) -> list[str]:
+    """The cells of the class table's row for `name`."""
+    line = next(line for line in output.splitlines() if f" {name} " in line and "│" in line)
+    return [cell.strip() for cell in line.strip("│ ").split("│")]
+
+
+def test_data_check_prints_sizes_and_pixels_per_class_and_exits_0_on_a_clean_folder(tmp_path):
+    written = write_folder_dataset(tmp_path / "data")
+    config = tmp_path / "sweep.yaml"  # a sweep file: its train.data section is checked
+    config.write_text(
+        yaml.safe_dump({"name": "s", "train": {"data": {"name": "folder", "root": str(tmp_path / "data")}}})
+    )
+    result = CliRunner().invoke(app, ["data", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "read 4 of 4 train masks and 2 of 2 val masks" in result.output and "no problems found" in result.output
+    for split, size in (("train", 4), ("val", 2)):
+        assert class_row(result.output, split) == [split, str(size), str(size)]
+    masks = {split: [mask for (s, _), (_, mask) in written.items() if s == split] for split in ("train", "val")}
+    for class_id, name in enumerate(FOLDER_CLASSES):
+        counts = [sum(int((mask == class_id).sum()) for mask in masks[split]) for split in ("train", "val")]
+        totals = [sum(mask.size for mask in masks[split]) for split in ("train", "val")]
+        assert class_row(result.output, name) == [
+            str(class_id),
+            name,
+            f"{counts[0]:,}",
+            f"{100 * counts[0] / totals[0]:.2f}",
+            f"{counts[1]:,}",
+            f"{100 * counts[1] / totals[1]:.2f}",
+        ]
+
+
+def test_data_check_names_the_broken_files_and_exits_2(tmp_path):
+    write_folder_dataset(tmp_path / "data")
+    bad = folder_mask(3)
+    bad[5, 5] = 42
+    write_label(tmp_path / "data" / "masks" / "val" / "e.png", bad)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data": {"name": "folder", "root": str(tmp_path / "data")}}))
+    result = CliRunner().invoke(app, ["data", "check", str(config), "--samples", "1"])
+    assert result.exit_code == 2, result.output
+    assert "read 1 of 4 train masks and 1 of 2 val masks (evenly spaced" in result.output
+    assert "1 problem(s)" in result.output
+    assert "label values outside the class ids 0..2 that are not the ignore value 255: found [42]" in result.output
+    assert f"{tmp_path / 'data' / 'masks' / 'val' / 'e.png'} (values [42])" in result.output
+
+
+def test_data_check_exits_2_on_a_bad_config_or_a_missing_dataset(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("data: {name: folder, check_samples: -3}\n")
+    result = CliRunner().invoke(app, ["data", "check", str(config)])
+    assert result.exit_code == 2 and "check_samples" in result.output
+    result = CliRunner().invoke(
+        app, ["data", "check", str(config), "--set", "data.check_samples=1", "--set", f"data.root={tmp_path / 'none'}"]
+    )
+    assert result.exit_code == 2 and "no classes.yaml" in result.output

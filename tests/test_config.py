@@ -114,3 +114,13 @@ def test_yaml_reads_only_true_false_as_booleans(tmp_path):
     config = load_train_config(path, ["precision.channels_last=true"])
     assert config.method.resolved_params().on == "logits"
     assert config.student.aux is False and config.precision.channels_last is True
+
+
+def test_a_relative_data_root_is_made_absolute_where_the_config_is_loaded(tmp_path, monkeypatch):
+    """Ray's workers run in another working directory: they get the path the user meant."""
+    monkeypatch.chdir(tmp_path)
+    config = load_train_config(None, ["data.name=ade20k", "data.root=my_data", "teacher.source=t.pt"])
+    assert config.data.root == str(tmp_path / "my_data")
+    assert (
+        load_train_config(None, ["data.root=s3://bucket/data", "teacher.source=t.pt"]).data.root == "s3://bucket/data"
+    )

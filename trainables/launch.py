@@ -38,6 +38,9 @@ def run_key(config: TrainConfig) -> str:
     content = config.model_dump(mode="json", exclude=set(_NOT_IN_RUN_KEY))
     if config.data.holdout == HoldoutConfig():  # off: the key of runs made before data.holdout existed
         del content["data"]["holdout"]
+    content["data"].pop("check_samples", None)  # how much the data check reads, not what is trained
+    if config.data.folder is None:  # not a folder dataset: the key runs had before the field existed
+        del content["data"]["folder"]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -1,14 +1,18 @@
-"""Segmentation datasets (ADE20K, Cityscapes, COCO-Stuff 164k, Pascal VOC aug, synthetic shapes),
-their transforms and the held-out tuning split (`holdout_indices`). Importing the package
-registers every dataset for `build_dataset(name)`.
+"""Segmentation datasets (ADE20K, Cityscapes, COCO-Stuff 164k, Pascal VOC aug, your own folder,
+synthetic shapes), their transforms, the held-out tuning split (`holdout_indices`) and the data
+check. Importing the package registers every dataset for `build_dataset(name)`.
 
 Samples are `(tv_tensors.Image [3, H, W], tv_tensors.Mask int64 [H, W])`, ignore = -1; images
 are uint8 until a transform (`train_transforms()`, `eval_transforms()`) makes them float32.
 """
 
 from hwd_tune.data.ade20k import ADE20K
+from hwd_tune.data.check import DataProblems, DataReport
 from hwd_tune.data.cityscapes import Cityscapes
 from hwd_tune.data.coco_stuff import COCOStuff, COCOStuff182
+from hwd_tune.data.folder import FolderDataset
+from hwd_tune.data.folder_classes import FolderClasses, load_folder_classes
+from hwd_tune.data.folder_masks import MaskFileError
 from hwd_tune.data.holdout import holdout_count, holdout_indices, training_indices
 from hwd_tune.data.registry import (
     DatasetInfo,
@@ -32,7 +36,12 @@ __all__ = [
     "COCOStuff",
     "COCOStuff182",
     "Cityscapes",
+    "DataProblems",
+    "DataReport",
     "DatasetInfo",
+    "FolderClasses",
+    "FolderDataset",
+    "MaskFileError",
     "SyntheticShapes",
     "VOCAug",
     "available_datasets",
@@ -41,6 +50,7 @@ __all__ = [
     "eval_transforms",
     "holdout_count",
     "holdout_indices",
+    "load_folder_classes",
     "normalization",
     "register_dataset",
     "train_transforms",

@@ -73,9 +73,10 @@ def _check_arguments(name: str, function: Callable[..., Any], *args: Any, **kwar
 
 
 def dataset_info(name: str, **kwargs: Any) -> DatasetInfo:
-    """Class count, names and ignore index of `name`, without reading any file.
+    """Class count, names and ignore index of `name`, without reading images or labels.
 
-    kwargs go to the class's `info()` (only the synthetic dataset takes any: `num_classes`).
+    kwargs go to the class's `info()`: the synthetic dataset takes `num_classes`, the folder one
+    `root` and `classes` (it reads <root>/classes.yaml).
     """
     cls = _lookup(name)
     _check_arguments(name, cls.info, **kwargs)

@@ -1,5 +1,6 @@
 """Datasets from a DataConfig: the training and validation sets with and without held-out images,
-and the held-out samples' names (synthetic indices, file paths under the root)."""
+the held-out samples' names (synthetic indices, file paths under the root), and the data section
+of a training or a sweep file (for `hwd-tune data check`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from hwd_tune.config import DataConfig
 from hwd_tune.data import ADE20K, SyntheticShapes
-from hwd_tune.data.from_config import held_out_samples, training_set, validation_set
+from hwd_tune.data.from_config import data_config_from_file, held_out_samples, training_set, validation_set
 from tests.data.test_ade20k import make_ade
 
 SYNTHETIC = {"num_classes": 4, "image_size": 32, "train_samples": 20, "val_samples": 3, "seed": 5}
@@ -103,3 +104,15 @@ def test_too_small_a_training_split_is_named_with_the_dataset():
         training_set(data)
     with pytest.raises(ValueError, match=r"data\.holdout\.fraction is 0 for dataset 'synthetic'"):
         held_out_samples(synthetic_data())
+
+
+def test_the_data_section_is_read_from_a_training_or_a_sweep_file(tmp_path):
+    train = tmp_path / "train.yaml"
+    train.write_text("data: {name: folder, root: /d}\nteacher: {arch: x}\n")
+    assert data_config_from_file(train).root == "/d"
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: s\ntrain:\n  data: {name: folder, root: /d}\nsearch: {num_samples: 2}\n")
+    assert data_config_from_file(sweep, ["train.data.root=/e"]).root == "/e"
+    sweep.write_text("train:\n  data: {name: folder, check_samples: -1}\n")
+    with pytest.raises(ValueError, match=r"sweep\.yaml \(train\.data\): check_samples: Input should be greater"):
+        data_config_from_file(sweep)
