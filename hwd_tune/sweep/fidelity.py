@@ -67,7 +67,7 @@ def rung_correlations(
     """Spearman's ρ at each rung between the values of the trials in `finals` (the completed
     ones, trial id -> final score) there and their final scores."""
     correlations = []
-    for rung, next_rung in zip(rungs, [*rungs[1:], max_t], strict=True):
+    for rung, next_rung in zip(rungs, [*rungs[1:], max_t]):  # no rung (grace_period = max_t): nothing
         pairs = [
             (value, finals[trial_id])
             for trial_id in sorted(finals)

@@ -341,10 +341,11 @@ def test_rerunning_skips_finished_runs_and_resumes_the_failed_one_from_its_check
     untouched = set(before) - {retried}
     assert {run_id: after[run_id] for run_id in untouched} == {run_id: before[run_id] for run_id in untouched}
     assert client.get_run(retried).data.tags[tracking.RESUME_COUNT_TAG] == "1"
-    # Resumed from its checkpoint of iteration 6, not trained again: validation 6 is logged once,
-    # and only iterations 7-9 are repeated (the failed attempt logged 9, then failed in the 10th).
+    # Resumed from its checkpoint of iteration 6, not trained again: validation 6 is logged once;
+    # iterations 7-9 are trained again (the failed attempt logged 9, then failed in the 10th), but
+    # each metric is logged once per step, so step 9 is not logged a second time.
     assert [metric.step for metric in client.get_metric_history(retried, "val_miou")] == [6, 12]
-    assert [metric.step for metric in client.get_metric_history(retried, "loss/ce")] == [3, 6, 9, 9, 12]
+    assert [metric.step for metric in client.get_metric_history(retried, "loss/ce")] == [3, 6, 9, 12]
     assert second.plan_run_id == first.plan_run_id  # one plan run, reopened
     assert reproductions.plan_runs[1] == ("FINISHED", None)
 

@@ -139,3 +139,9 @@ def test_metric_history_reads_a_tune_result_table_keeping_each_steps_first_value
 def test_a_sweep_without_asha_has_no_rungs(tmp_path):
     sweep = tiny_sweep(tmp_path, "teacher.pt", scheduler={"type": "none"})
     assert fidelity.sweep_rung_correlations(sweep, str(tmp_path / "never-read"), {"a": 1.0}) == []
+
+
+def test_a_scheduler_without_a_rung_below_max_t_has_no_correlation():
+    """grace_period = max_t (ASHA on, nothing stopped early): no rung, nothing to correlate."""
+    assert fidelity.asha_rungs(10, 3.0, 10) == []
+    assert fidelity.rung_correlations({"a": {10: 1.0}}, {"a": 1.0}, [], max_t=10) == []
