@@ -236,6 +236,8 @@ def test_quickstart_sweep_job_on_an_open_head(heads, teacher_job):
         "--set",
         "search.baselines=[]",
         "--set",
+        "search.final.top_k=0",  # the job submission is under test here, not the final stage
+        "--set",
         f"train.schedule.max_iters={TEACHER_ITERS}",
         "--set",
         "train.schedule.val_interval=5",
