@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hwd_tune.storage import resolve_output_dir, resolve_storage
+
 IGNORE_INDEX = -1  # the authors' code maps the files' 255 to -1 (method.md, Training recipe)
 
 
@@ -313,7 +315,11 @@ class TrainConfig(StrictModel):
     name: str | None = None  # run name; None: derived from the config, so a re-run resumes
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower), for resume-equivalence checks
-    output_dir: str = "outputs"
+    # local folder for reports, the default MLflow/Optuna sqlite stores; relative: under HWD_OUTPUT_DIR if set
+    output_dir: str = Field("outputs", validate_default=True)
+    # where Ray keeps trials and checkpoints: a folder, a shared mount or s3://, gs://; None: HWD_STORAGE,
+    # else output_dir (one machine only: every node of a cluster must see it, ray#37177)
+    storage: str | None = Field(None, validate_default=True)
     data: DataConfig = DataConfig()
     student: ModelConfig = ModelConfig()
     teacher: TeacherConfig = TeacherConfig()
@@ -324,6 +330,16 @@ class TrainConfig(StrictModel):
     resources: ResourcesConfig = ResourcesConfig()
     precision: PrecisionConfig = PrecisionConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("output_dir")
+    @classmethod
+    def _resolve_output_dir(cls, value: str) -> str:
+        return resolve_output_dir(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _resolve_storage(cls, value: str | None) -> str | None:
+        return resolve_storage(value)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:

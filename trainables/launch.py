@@ -25,12 +25,14 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from hwd_tune.config import HoldoutConfig, TrainConfig
 from hwd_tune.data.from_config import info_from_config
+from hwd_tune.storage import join, ray_storage_root
 from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
 from trainables.checks import check_before_start
 from trainables.loop import train_loop_per_worker
 
+RAY_FOLDER = "ray"  # under the Ray storage root: one folder per training run (named by run_name)
 # Fields that do not change what is trained: a re-run that differs only in these resumes.
-_NOT_IN_RUN_KEY = ("name", "resources", "tracking", "output_dir")
+_NOT_IN_RUN_KEY = ("name", "resources", "tracking", "output_dir", "storage")
 
 
 def run_key(config: TrainConfig) -> str:
@@ -118,12 +120,13 @@ def preflight(config: TrainConfig, tracking_uri: str | None) -> None:
 
 
 def pinned_to_driver(config: TrainConfig, tracking_uri: str) -> TrainConfig:
-    """`config` with the driver's tracking URI and an absolute output_dir (neither is in the run key),
-    so a Tune trial actor, whose working directory is its own trial folder, logs and checkpoints
-    where the driver looks."""
+    """`config` with the driver's tracking URI, an absolute output_dir and Ray storage (none is in
+    the run key), so a Tune trial actor, whose working directory is its own trial folder, logs and
+    checkpoints where the driver looks."""
     return config.model_copy(
         update={
             "output_dir": str(Path(config.output_dir).resolve()),
+            "storage": ray_storage_root(config.storage, config.output_dir),
             "tracking": config.tracking.model_copy(update={"uri": tracking_uri}),
         }
     )
@@ -137,10 +140,13 @@ def build_trainer(
     storage_path: str | Path | None = None,
     extra_loop_config: dict[str, Any] | None = None,
 ) -> TorchTrainer:
-    """A TorchTrainer over the one loop; same name + storage = resume from the latest checkpoint."""
+    """A TorchTrainer over the one loop; same name + storage = resume from the latest checkpoint.
+
+    `storage_path` (a folder or URI) defaults to `<storage>/ray`, `storage` being config.storage
+    or the output folder; Ray opens s3:// and gs:// URIs with pyarrow's filesystems."""
     plan = resource_plan(config)
     use_gpu = plan.gpus_per_worker > 0
-    storage = Path(storage_path or Path(config.output_dir) / "ray").resolve()
+    storage = storage_path or join(ray_storage_root(config.storage, config.output_dir), RAY_FOLDER)
     loop_config = {
         "train": config.model_dump(mode="json"),
         "tracking_uri": tracking_uri,
@@ -158,7 +164,7 @@ def build_trainer(
         ),
         run_config=RunConfig(
             name=run_name(config),
-            storage_path=str(storage),
+            storage_path=ray_storage_root(str(storage), config.output_dir),
             failure_config=FailureConfig(max_failures=config.resources.max_failures),
             # The latest checkpoint is always kept too, so this keeps "the best and the latest".
             checkpoint_config=CheckpointConfig(
@@ -273,8 +279,8 @@ def run_training(
 
 
 def best_whole_checkpoint(result: Any) -> tuple[Path | None, list[str]]:
-    """Local directory of the run's best checkpoint by val_miou that verifies (Ray keeps the best
-    and the latest), and what was skipped as damaged on the way (each naming its file)."""
+    """Local directory (downloaded from remote storage) of the run's best checkpoint by val_miou that
+    verifies (Ray keeps the best and the latest), and what was skipped as damaged (each naming its file)."""
     scored = sorted(
         ((metrics.get("val_miou", float("-inf")), checkpoint) for checkpoint, metrics in result.best_checkpoints or []),
         key=lambda pair: pair[0],
@@ -282,11 +288,20 @@ def best_whole_checkpoint(result: Any) -> tuple[Path | None, list[str]]:
     )
     skipped = []
     for _, checkpoint in scored:
-        problems = checkpoint_problems(checkpoint.path)
+        folder = local_checkpoint(checkpoint)
+        problems = checkpoint_problems(folder)
         if not problems:
-            return Path(checkpoint.path), skipped
+            return folder, skipped
         skipped.append(f"best checkpoint {checkpoint.path} skipped: " + "; ".join(problems))
     return None, skipped
+
+
+def local_checkpoint(checkpoint: Any) -> Path:
+    """The folder of a Ray checkpoint on this machine: itself when Ray's storage is local, else a
+    download into a temporary folder (s3://, gs://)."""
+    if checkpoint.filesystem.type_name == "local":
+        return Path(checkpoint.path)
+    return Path(checkpoint.to_directory())
 
 
 def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path) -> None:

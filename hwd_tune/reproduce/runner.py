@@ -7,9 +7,11 @@ at once as the resources fit; a failed run is recorded and the others go on), ea
 writes the report (`hwd_tune.reproduce.report`). With the sweep wing, the only code that imports
 ray.tune.
 
-Where things go, under `<train.output_dir>/plans/<name>/`: `tune/` (Tune's experiment) and
-`report/` (report.md, report.html, report.png). Each run keeps its checkpoints where run_training
-puts them (`<train.output_dir>/ray/<run name>/`), so a run interrupted earlier resumes from them.
+Where things go: Tune's experiment in `<train.storage>/plans/<name>/tune/` (storage: a shared
+folder or s3://, gs://; the output folder by default), the report in
+`<train.output_dir>/plans/<name>/report/` (report.md, report.html, report.png). Each run keeps its
+checkpoints where run_training puts them (`<train.storage>/ray/<run name>/`), so a run interrupted
+earlier resumes from them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
 from hwd_tune.reproduce.plan import Cell, Plan, check_resources
 from hwd_tune.reproduce.report import write_plan_report
+from hwd_tune.storage import join, ray_storage_root
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops, unfinished
 from hwd_tune.sweep.summary import failure_reason
 from trainables import checks
@@ -96,6 +99,11 @@ class ReproduceSummary:
 def plan_dir(plan: Plan) -> Path:
     """`<train.output_dir>/plans/<name>`, absolute: Tune's experiment and the report live below it."""
     return (Path(plan.train.output_dir) / PLANS_FOLDER / plan.name).resolve()
+
+
+def plan_storage(plan: Plan) -> str:
+    """`<train.storage>/plans/<name>` (a folder or URI; the output folder by default): the plan's Tune experiment."""
+    return join(ray_storage_root(plan.train.storage, plan.train.output_dir), PLANS_FOLDER, plan.name)
 
 
 def plan_run_key(plan: Plan) -> str:
@@ -226,7 +234,7 @@ def build_tuner(plan: Plan, cells: list[Cell], jobs: CellJobs, max_concurrent: i
         ),
         run_config=tune.RunConfig(
             name=TUNE_FOLDER,
-            storage_path=str(plan_dir(plan)),
+            storage_path=plan_storage(plan),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )

@@ -10,6 +10,7 @@ yaml.safe_load); `hwd_tune.sweep.service` turns a `SweepConfig` into a Ray Tune 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -27,6 +28,7 @@ from hwd_tune.config import (
     read_yaml,
 )
 from hwd_tune.data.holdout import holdout_count
+from hwd_tune.storage import OPTUNA_STORAGE_ENV
 
 ParameterValue = bool | int | float | str  # what a method parameter can hold (MethodConfig.params)
 RESOURCE_TOLERANCE = 1e-9  # float slack when comparing resource sums (Ray rounds to 1e-4 units)
@@ -153,7 +155,9 @@ class SearchConfig(StrictModel):
     space: dict[str, ParameterRange] = Field(min_length=1)  # parameter of train.method -> range
     points_to_evaluate: list[dict[str, ParameterValue]] = []  # the paper's Table I values first
     scheduler: SchedulerConfig = SchedulerConfig()
-    storage: str | None = None  # Optuna storage URL; None: sqlite:///<output_dir>/<name>/optuna.db
+    storage: str | None = (
+        None  # Optuna storage URL; None: HWD_OPTUNA_STORAGE, else sqlite:///<output_dir>/<name>/optuna.db
+    )
     # Table II columns: a name runs at the method's published defaults; {name, space} is tuned too
     baselines: list[BaselineEntry] = ["none", "cwd"]
     final: FinalStageConfig = FinalStageConfig()
@@ -201,8 +205,9 @@ class SweepConfig(StrictModel):
         )
         if self.search.final.max_iters is None:
             self.search.final = self.search.final.model_copy(update={"max_iters": max_iters})
-        if self.search.storage is None:
-            self.search.storage = f"sqlite:///{Path(self.train.output_dir) / self.name / 'optuna.db'}"
+        if self.search.storage is None:  # HWD_OPTUNA_STORAGE (the image sets it), else sqlite beside the sweep
+            default = f"sqlite:///{Path(self.train.output_dir) / self.name / 'optuna.db'}"
+            self.search.storage = os.environ.get(OPTUNA_STORAGE_ENV) or default
         return self
 
     @property

@@ -18,7 +18,7 @@ from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
 from hwd_tune.sweep.config import SweepConfig, baseline_method, final_job_config
 from hwd_tune.sweep.interruption import Interrupted, unfinished
-from hwd_tune.sweep.layout import FINAL_FOLDER, SWEEP_TAG, sweep_dir
+from hwd_tune.sweep.layout import FINAL_FOLDER, SWEEP_TAG, sweep_storage
 from hwd_tune.sweep.statistics import PairedDifference, SeedStats, paired_difference, seed_stats
 from hwd_tune.sweep.summary import TrialRow, failure_reason, ranked_trials
 from trainables.launch import pinned_to_driver, run_name, run_training
@@ -199,7 +199,7 @@ def _tuner(sweep: SweepConfig, names: list[str], setup: FinalSetup, max_concurre
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=FINAL_FOLDER,
-            storage_path=str(sweep_dir(sweep)),
+            storage_path=sweep_storage(sweep),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )

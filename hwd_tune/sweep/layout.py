@@ -1,8 +1,10 @@
 """Where a sweep's files go and how its MLflow runs are named and tagged.
 
-Under `<train.output_dir>/<sweep name>/`: `tune/` (Tune's experiment state, what `--resume`
-restores), `trials/` (each trial's Ray Train run, named by trial id so a resumed trial continues
-from its checkpoint), `report/` (plots, tables, the sweep file) and `best_config.yaml`.
+Ray's files go under `<train.storage>/<sweep name>/` (storage: a shared folder or s3://, gs://;
+by default the output folder): `tune/` (Tune's experiment state, what `--resume` restores),
+`trials/` (each trial's Ray Train run, named by trial id so a resumed trial continues from its
+checkpoint), `final/`. The driver's own files go under `<train.output_dir>/<sweep name>/`:
+`report/` (plots, tables, the sweep file), `best_config.yaml`, the default sqlite Optuna study.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from hwd_tune.storage import join, ray_storage_root
 from hwd_tune.sweep.config import SweepConfig
 
 TUNE_FOLDER = "tune"  # Tune's experiment state: what --resume restores
@@ -24,12 +27,22 @@ TRIAL_STATUS_TAG = "hwd.trial_status"  # completed | stopped_early | failed
 STOPPED_AT_TAG = "hwd.stopped_at_iteration"
 # Fields that do not change what a sweep searches: a re-run differing only in these continues it.
 _NOT_IN_SWEEP_KEY = ("resources",)
-_NOT_IN_TRAIN_KEY = ("resources", "tracking", "output_dir")
+_NOT_IN_TRAIN_KEY = ("resources", "tracking", "output_dir", "storage")
 
 
 def sweep_dir(sweep: SweepConfig) -> Path:
     """`<train.output_dir>/<name>`, absolute: every file of the sweep lives below it."""
     return (Path(sweep.train.output_dir) / sweep.name).resolve()
+
+
+def sweep_storage(sweep: SweepConfig) -> str:
+    """`<train.storage>/<name>` (a folder or URI; the output folder by default): Ray's files of the sweep."""
+    return join(ray_storage_root(sweep.train.storage, sweep.train.output_dir), sweep.name)
+
+
+def experiment_location(sweep: SweepConfig) -> str:
+    """The sweep's Tune experiment (`<sweep_storage>/tune/<name>`): what --resume restores."""
+    return join(sweep_storage(sweep), TUNE_FOLDER, sweep.name)
 
 
 def sweep_key(sweep: SweepConfig) -> str:

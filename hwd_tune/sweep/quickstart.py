@@ -15,9 +15,10 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig, load_train_config
+from hwd_tune.storage import exists
 from hwd_tune.sweep.config import SweepConfig
 from hwd_tune.sweep.config import load as load_sweep
-from hwd_tune.sweep.layout import TUNE_FOLDER, sweep_dir
+from hwd_tune.sweep.layout import experiment_location
 from hwd_tune.sweep.service import check_before_start as check_sweep
 from hwd_tune.sweep.service import run as run_sweep
 from trainables import checks
@@ -83,7 +84,7 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
         )
 
     console.rule("[bold]2/3 HWD sweep over tau, mu, beta, then a seeded final stage with the baselines")
-    resume = (sweep_dir(sweep) / TUNE_FOLDER / sweep.name).exists()
+    resume = exists(experiment_location(sweep))
     summary = run_sweep(sweep, resume=resume, console=console)
 
     console.rule("[bold]3/3 result")

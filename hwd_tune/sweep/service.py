@@ -22,6 +22,7 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
+from hwd_tune.storage import exists, join
 from hwd_tune.sweep.config import (
     SweepConfig,
     TunedBaseline,
@@ -40,8 +41,9 @@ from hwd_tune.sweep.layout import (
     TRIAL_STATUS_TAG,
     TRIALS_FOLDER,
     TUNE_FOLDER,
-    sweep_dir,
+    experiment_location,
     sweep_key,
+    sweep_storage,
     trial_run_key,
 )
 from hwd_tune.sweep.searcher import (
@@ -181,7 +183,7 @@ class ChildRunFinisher(tune.Callback):
 def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resume: bool) -> tune.Tuner:
     """A new Tuner, or the killed sweep's one restored (finished trials kept, unfinished resumed)."""
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": sweep.resources.trial_cpus})
-    experiment_path = str(sweep_dir(sweep) / TUNE_FOLDER / sweep.name)
+    experiment_path = experiment_location(sweep)
     if resume and tune.Tuner.can_restore(experiment_path):
         return tune.Tuner.restore(
             experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
@@ -199,7 +201,7 @@ def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resu
         ),
         run_config=tune.RunConfig(
             name=sweep.name,
-            storage_path=str(sweep_dir(sweep) / TUNE_FOLDER),
+            storage_path=join(sweep_storage(sweep), TUNE_FOLDER),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             callbacks=[ChildRunFinisher(setup.sweep, setup.tracking_uri, setup.parent_key)],
         ),
@@ -209,12 +211,12 @@ def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resu
 def _check_fresh_start(sweep: SweepConfig, resume: bool) -> None:
     """A new sweep must not mix with an old one of the same name; a resume without Tune state
     (killed before its first save) starts again, dropping the study's unfinished trials."""
-    experiment_path = sweep_dir(sweep) / TUNE_FOLDER / sweep.name
-    if resume and tune.Tuner.can_restore(str(experiment_path)):
+    experiment_path = experiment_location(sweep)
+    if resume and tune.Tuner.can_restore(experiment_path):
         return
     storage = optuna_storage(sweep)
     names = {study.study_name for study in optuna.get_all_study_summaries(storage)}
-    if not resume and (sweep.name in names or experiment_path.exists()):
+    if not resume and (sweep.name in names or exists(experiment_path)):
         raise ValueError(
             f"{sweep.source}: name: a sweep {sweep.name!r} already exists ({experiment_path}, Optuna study in "
             f"{tracking.redact_uri(sweep.search.storage)}); pass --resume to continue it or choose another name"
@@ -383,15 +385,16 @@ class _Searching:
             tracking_uri=self.tracking_uri,
             parent_run_id=self.parent_run_id,
             parent_key=parent_key,
-            trials_storage=str(sweep_dir(sweep) / TRIALS_FOLDER),
+            trials_storage=join(sweep_storage(sweep), TRIALS_FOLDER),
             loop_config_hook=self.loop_config_hook,
         )
-        results = build_tuner(sweep, setup, self.max_concurrent, self.resume).fit()
-        trials = trial_rows(sweep, results.experiment_path, self.tracking_uri, parent_key)
+        build_tuner(sweep, setup, self.max_concurrent, self.resume).fit()
+        experiment_path = experiment_location(sweep)  # a URI on remote storage (ResultGrid's path has no scheme)
+        trials = trial_rows(sweep, experiment_path, self.tracking_uri, parent_key)
         stopped = [row.trial_id for row in trials if row.status == "unfinished"]
         if stopped:
             raise Interrupted(f"{sweep.name}: the search was stopped with trials {stopped} unfinished")
-        return trials, results.experiment_path
+        return trials, experiment_path
 
     def tuned_baseline(self, search: SweepConfig) -> TunedBaselineResult:
         """A tuned baseline's own search (same budget as the main one) and its best params."""

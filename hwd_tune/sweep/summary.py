@@ -20,9 +20,17 @@ from rich.console import Console
 from rich.table import Table
 
 from hwd_tune import tracking
+from hwd_tune.storage import download_folder, join
 from hwd_tune.sweep.config import SweepConfig, final_job_config, final_train_config
 from hwd_tune.sweep.fidelity import RungCorrelation, noisy_rung_notes, sweep_rung_correlations
-from hwd_tune.sweep.layout import BEST_CONFIG_FILE, REPORT_FOLDER, TRIALS_FOLDER, sweep_dir, trial_run_key
+from hwd_tune.sweep.layout import (
+    BEST_CONFIG_FILE,
+    REPORT_FOLDER,
+    TRIALS_FOLDER,
+    sweep_dir,
+    sweep_storage,
+    trial_run_key,
+)
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
 from trainables.checkpointing import best_whole_checkpoint_in
 
@@ -200,7 +208,11 @@ def summarise(
         rung_correlations=rungs,
     )
     if best is not None:
-        checkpoint, skipped = best_whole_checkpoint_in(sweep_dir(sweep) / TRIALS_FOLDER / f"trial-{best.trial_id}")
+        run_folder = f"trial-{best.trial_id}"  # on remote storage: copied next to the report
+        local = download_folder(
+            join(sweep_storage(sweep), TRIALS_FOLDER, run_folder), sweep_dir(sweep) / TRIALS_FOLDER / run_folder
+        )
+        checkpoint, skipped = best_whole_checkpoint_in(local)
         summary.best_trial_checkpoint = checkpoint
         summary.notes += [f"best trial {best.trial_id}: {note}; its best whole checkpoint is used" for note in skipped]
         if checkpoint is None:
