@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both create or reuse .venv/ first.
-.PHONY: quickstart test test-fast lint bench venv
+.PHONY: quickstart test test-fast test-cluster lint bench venv
 
 venv:
 	@scripts/ensure-venv.sh
@@ -9,6 +9,10 @@ quickstart: venv
 
 test: venv
 	.venv/bin/python -m pytest
+
+# End to end on a Postgres + S3 + MLflow + 3-node Ray stack (scripts/cluster-up.sh; needs root).
+test-cluster: venv
+	.venv/bin/python -m pytest -m cluster tests/cluster
 
 test-fast: venv
 	.venv/bin/python -m pytest -m "not slow"

@@ -132,12 +132,19 @@ configure_ray_auth() {
     esac
 }
 
-# Common `ray start` options of head and worker nodes from RAY_NUM_CPUS, RAY_OBJECT_STORE_MEMORY.
+# Common `ray start` options of head and worker nodes from RAY_NUM_CPUS, RAY_OBJECT_STORE_MEMORY
+# and RAY_NODE_IP_ADDRESS (the address other nodes reach this one at; Ray guesses it when unset).
 ray_resource_args=()
 collect_ray_resource_args() {
     optional_count RAY_NUM_CPUS
     optional_count RAY_OBJECT_STORE_MEMORY
     ray_resource_args=()
+    if [[ -n "${RAY_NODE_IP_ADDRESS:-}" ]]; then
+        if ! [[ "$RAY_NODE_IP_ADDRESS" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+            die "RAY_NODE_IP_ADDRESS must be an IPv4 address, got '$RAY_NODE_IP_ADDRESS'"
+        fi
+        ray_resource_args+=("--node-ip-address=$RAY_NODE_IP_ADDRESS")
+    fi
     if [[ -n "${RAY_NUM_CPUS:-}" ]]; then
         ray_resource_args+=("--num-cpus=$RAY_NUM_CPUS")
     fi
