@@ -48,7 +48,11 @@ ENV_FILE = "cluster.env"  # `source` it to be a client of the cluster (ray job s
 
 
 def _run(*command: str, **options) -> subprocess.CompletedProcess:
-    return subprocess.run(command, check=True, capture_output=True, text=True, **options)
+    """Runs `command`; a failure raises with its output (initdb and ip say what went wrong)."""
+    result = subprocess.run(command, capture_output=True, text=True, **options)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+    return result
 
 
 def _free_subnet() -> int:
@@ -357,9 +361,10 @@ def start_ray_node(state: dict, node: str) -> None:
     namespace = f"hwd{state['tag']}-{node}"
     start(state, node, ["bash", str(ENTRYPOINT), role], env, namespace=namespace)
     healthy = ["ip", "netns", "exec", namespace, "bash", str(ENTRYPOINT), "healthcheck"]
+    role_file = Path(env["HWD_STATE_DIR"]) / "hwd-entrypoint.role"  # without it healthcheck has nothing to probe
     _wait(
         f"Ray {node} ({state['node_ips'][node]})",
-        lambda: subprocess.run(healthy, env=env, capture_output=True).returncode == 0,
+        lambda: role_file.exists() and subprocess.run(healthy, env=env, capture_output=True).returncode == 0,
         300,
         _log(state, node),
     )

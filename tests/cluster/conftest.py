@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,9 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    root = Path(tempfile.mkdtemp(prefix="hwdc-", dir="/tmp")) / "stack"
+    parent = Path(tempfile.mkdtemp(prefix="hwdc-", dir="/tmp"))
+    parent.chmod(0o755)  # Postgres runs as the postgres user, below this folder
+    root = parent / "stack"
     env = {**os.environ, "HWD_PYTHON": sys.executable}
     started = time.monotonic()
     try:
@@ -69,4 +72,4 @@ def cluster() -> Cluster:
                       time.monotonic() - started)  # fmt: skip
     finally:
         subprocess.run([str(REPO / "scripts/cluster-down.sh"), str(root)], env=env, timeout=300)
-        Path(root).parent.rmdir() if Path(root).parent.exists() and not any(Path(root).parent.iterdir()) else None
+        shutil.rmtree(parent, ignore_errors=True)

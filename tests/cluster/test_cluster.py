@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from tests.cluster.conftest import REPO, Cluster
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# the stack starts in minutes on a busy 2-core machine, and each job takes minutes more
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 TEACHER_YAML = "search_spaces/train/quickstart_teacher.yaml"
 SWEEP_YAML = "search_spaces/quickstart.yaml"

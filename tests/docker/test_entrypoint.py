@@ -172,6 +172,16 @@ def test_worker_joins_the_head_address_without_gpu_claim_when_not_asked(run):
     ]  # fmt: skip
 
 
+def test_worker_takes_its_node_address_from_the_environment_and_checks_it(run):
+    """scripts/cluster-up.sh gives each node the address of its own network namespace."""
+    env = {"RAY_AUTH_TOKEN": TOKEN, "RAY_HEAD_ADDRESS": "10.77.3.2:6379", "RAY_NODE_IP_ADDRESS": "10.77.3.4"}
+    _, argv = parse_dry_run(run("worker", env=env).stdout)
+    assert "--node-ip-address=10.77.3.4" in argv
+    refused = run("worker", env={**env, "RAY_NODE_IP_ADDRESS": "worker-1"})
+    assert refused.returncode == 2
+    assert "RAY_NODE_IP_ADDRESS must be an IPv4 address, got 'worker-1'" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
