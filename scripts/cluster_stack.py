@@ -354,20 +354,36 @@ def node_env(state: dict, node: str) -> dict[str, str]:
     return env
 
 
-def start_ray_node(state: dict, node: str) -> None:
+def start_ray_node(state: dict, node: str, attempts: int = 3) -> None:
+    """`docker/entrypoint.sh head|worker` in the node's namespace, until its health check passes.
+
+    `ray start` gives a raylet 30 s (fixed in Ray) to register with the GCS; on a busy machine it
+    may miss that and exit, so a node that exits is started again, up to `attempts` times."""
     role = "head" if node == "head" else "worker"
     env = node_env(state, node)
     Path(env["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
     namespace = f"hwd{state['tag']}-{node}"
-    start(state, node, ["bash", str(ENTRYPOINT), role], env, namespace=namespace)
     healthy = ["ip", "netns", "exec", namespace, "bash", str(ENTRYPOINT), "healthcheck"]
     role_file = Path(env["HWD_STATE_DIR"]) / "hwd-entrypoint.role"  # without it healthcheck has nothing to probe
-    _wait(
-        f"Ray {node} ({state['node_ips'][node]})",
-        lambda: role_file.exists() and subprocess.run(healthy, env=env, capture_output=True).returncode == 0,
-        300,
-        _log(state, node),
-    )
+    for attempt in range(1, attempts + 1):
+        role_file.unlink(missing_ok=True)
+        pid = start(state, node, ["bash", str(ENTRYPOINT), role], env, namespace=namespace)
+        started = state["processes"][node]["start"]
+
+        def exited(pid: int = pid, started: int = started) -> bool:
+            return _start_time(pid) != started
+
+        def healthy_or_exited(exited=exited) -> bool:
+            if exited():
+                return True
+            return role_file.exists() and subprocess.run(healthy, env=env, capture_output=True).returncode == 0
+
+        _wait(f"Ray {node} ({state['node_ips'][node]})", healthy_or_exited, 300, _log(state, node))
+        if not exited():
+            return
+        stop_processes(state, [node])  # what the failed `ray start` left behind
+        if attempt == attempts:
+            raise RuntimeError(f"Ray {node} exited {attempts} times:\n{_log(state, node).read_text()[-3000:]}")
 
 
 def alive_nodes(state: dict) -> list[dict]:
