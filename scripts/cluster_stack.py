@@ -354,7 +354,7 @@ def node_env(state: dict, node: str) -> dict[str, str]:
     return env
 
 
-def start_ray_node(state: dict, node: str, attempts: int = 3) -> None:
+def start_ray_node(state: dict, node: str, attempts: int = 6) -> None:
     """`docker/entrypoint.sh head|worker` in the node's namespace, until its health check passes.
 
     `ray start` gives a raylet 30 s (fixed in Ray) to register with the GCS; on a busy machine it
