@@ -195,3 +195,30 @@ def test_train_teacher_keeps_its_checkpoints_in_s3_and_publishes_the_best_from_t
     logged = list((tmp_path / "out" / "mlflow").rglob("best_checkpoint/model.pt"))
     assert len(logged) == 1
     assert hashlib.sha256(logged[0].read_bytes()).hexdigest() in remote_models
+
+
+def test_remote_folders_are_found_listed_and_downloaded_through_pyarrow(tmp_path, monkeypatch):
+    """exists / list_folders / download_folder and a Ray checkpoint on s3:// brought to local disk,
+    against a real S3 HTTP endpoint (moto server), through AWS_ENDPOINT_URL as on a cluster."""
+    from ray.train import Checkpoint
+
+    from tests.s3_server import s3_endpoint
+    from trainables.launch import local_checkpoint
+
+    with s3_endpoint("hwd-runs") as s3:
+        for key, value in s3.env().items():
+            monkeypatch.setenv(key, value)
+        client = s3.client()
+        for name, body in (("checkpoint_000000/model.pt", b"weights-0"), ("checkpoint_000001/model.pt", b"weights-1")):
+            client.put_object(Bucket="hwd-runs", Key=f"team/ray/run-a/{name}", Body=body)
+        run = "s3://hwd-runs/team/ray/run-a"
+        assert storage.exists(run) and not storage.exists("s3://hwd-runs/team/ray/run-b")
+        assert storage.list_folders(run) == ["checkpoint_000000", "checkpoint_000001"]
+        copy = storage.download_folder(run, tmp_path / "copy")
+        assert (copy / "checkpoint_000001" / "model.pt").read_bytes() == b"weights-1"
+        filesystem, path = storage.filesystem(f"{run}/checkpoint_000000")
+        folder = local_checkpoint(Checkpoint(path, filesystem=filesystem))
+        assert (folder / "model.pt").read_bytes() == b"weights-0"
+    local = tmp_path / "run"
+    local.mkdir()
+    assert storage.download_folder(str(local), tmp_path / "unused") == local  # local: used in place
