@@ -74,11 +74,22 @@ class Board:
             self.lines = {}
             self._tell("on_stage")
 
-    def started(self, key: str, label: str, params: dict[str, Any] | None = None, max_iters: int | None = None) -> None:
+    def started(
+        self,
+        key: str,
+        label: str,
+        params: dict[str, Any] | None = None,
+        max_iters: int | None = None,
+        *,
+        announce: bool = True,
+    ) -> None:
+        """A trial or run began; `announce=False` for runs that report only at their end (the final
+        stage's, a plan's cells): their end says all, and plain output keeps one line per run."""
         with self.lock:
             line = TrialLine(key, label, dict(params or {}), max_iters)
             self.lines[key] = line
-            self._tell("on_started", line)
+            if announce:
+                self._tell("on_started", line)
 
     def result(self, key: str, iteration: int, val_miou: float | None = None, node: str | None = None) -> None:
         """A report: its iteration, and val_miou when it validated. A val_miou above the stage's

@@ -20,5 +20,5 @@ def command_screen(console: Console, run_log: RunLog, *, verbose: bool = False) 
         where = "" if verbose else " (Ray's and Tune's own output; --verbose shows it here)"
         console.print(f"log: {path}{where}", soft_wrap=True, markup=False, highlight=False)
         board = Board()
-        with showing(board), watching(board, console):
+        with showing(board), watching(board, console, redirect_output=verbose):
             yield board

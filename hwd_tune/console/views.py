@@ -91,17 +91,17 @@ class PlainView:
 
 class LiveView:
     """The stage, elapsed time, estimate and trial table redrawn in place; a finished stage leaves
-    one line above it. Output of other code is not routed through it (the run log takes that)."""
+    one line above it. Other code's output goes to the run log, or with --verbose above the table."""
 
-    def __init__(self, console: Console, board: Board) -> None:
+    def __init__(self, console: Console, board: Board, *, redirect_output: bool = False) -> None:
         self.console = console
         self.live = Live(
             get_renderable=lambda: Group(board_header(board), board_table(board)),
             console=console,
             refresh_per_second=2,
             transient=True,
-            redirect_stdout=False,
-            redirect_stderr=False,
+            redirect_stdout=redirect_output,  # --verbose: other output is printed above the table
+            redirect_stderr=redirect_output,
         )
 
     def on_stage_end(self, board: Board) -> None:
@@ -140,8 +140,9 @@ def stage_summary(board: Board) -> str | None:
 
 
 @contextmanager
-def watching(board: Board, console: Console) -> Iterator[Board]:
-    """Shows `board` on `console` while the block runs: live when it is a terminal, else plain lines."""
+def watching(board: Board, console: Console, *, redirect_output: bool = False) -> Iterator[Board]:
+    """Shows `board` on `console` while the block runs: live when it is a terminal, else plain lines.
+    `redirect_output`: Python's stdout and stderr are printed above the live table (--verbose)."""
     if not console.is_terminal:
         view = PlainView(console)
         board.views.append(view)
@@ -150,7 +151,7 @@ def watching(board: Board, console: Console) -> Iterator[Board]:
         finally:
             board.views.remove(view)
         return
-    live_view = LiveView(console, board)
+    live_view = LiveView(console, board, redirect_output=redirect_output)
     board.views.append(live_view)
     live_view.live.start()
     try:

@@ -51,7 +51,8 @@ class BoardFeed(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         job = self.describe(trial)
-        active_board().started(trial.trial_id, job.label, job.params, job.max_iters)
+        announce = self.job_key is None  # a grid of known jobs reports once, at each job's end
+        active_board().started(trial.trial_id, job.label, job.params, job.max_iters, announce=announce)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         active_board().result(

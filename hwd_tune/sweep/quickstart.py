@@ -92,8 +92,10 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
     print_verdict(summary, console)
     best = params_text(summary.best_params)
     console.print(f"best HWD setting: {best}, chosen by {summary.chosen_by}", soft_wrap=True)
-    if summary.best_config_path:
-        console.print(f"its config: {summary.best_config_path}", soft_wrap=True, highlight=False)
-    console.print(f"every trial, plots and notes: {summary.report_dir}", soft_wrap=True, highlight=False)
+    console.print(
+        f"its config: {summary.best_config_path}; every trial, plots and notes: {summary.report_dir}",
+        soft_wrap=True,
+        highlight=False,
+    )
     console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}", soft_wrap=True, highlight=False)
     return summary

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -38,7 +39,13 @@ def verdict_table(final: FinalStageResult) -> Table:
     """One row per configuration the final stage retrained: mean over seeds ± the 95 % half-width,
     and the tuned HWD's paired difference with it."""
     table = Table(
-        "configuration", "τ, μ, β", "val mIoU", "tuned minus it", title=f"mean over seeds {final.seeds}, ± 95 %"
+        "configuration",
+        "τ, μ, β",
+        "val mIoU",
+        "tuned minus it",
+        title=f"final stage: mean over seeds {final.seeds}, ± its 95 % interval",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
     )
     for result in final.results:
         label, stats = result.candidate.label, result.stats

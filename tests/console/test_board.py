@@ -54,6 +54,8 @@ def test_an_improvement_is_a_validation_above_the_stage_best_and_ends_are_told_o
     board.finished("a", "completed", iteration=100)  # a second end of the same trial is ignored
     board.finished("b", "completed", iteration=100, best=46.0)
     board.stage("final stage", total=1)
+    board.started("c", "top-1 seed 0", announce=False)  # a run that reports once: its end says all
+    board.finished("c", "completed", iteration=100, best=47.0)
     assert recorder.events == [
         ("stage", "search"),
         ("start", "trial-a"),
@@ -64,8 +66,9 @@ def test_an_improvement_is_a_validation_above_the_stage_best_and_ends_are_told_o
         ("end", "trial-b completed"),
         ("stage end", "search"),
         ("stage", "final stage"),
+        ("end", "top-1 seed 0 completed"),
     ]
-    assert board.lines == {}  # the new stage starts empty
+    assert list(board.lines) == ["c"]  # the new stage started empty
 
 
 def test_the_estimate_is_the_stage_time_scaled_by_the_work_left():
