@@ -148,17 +148,18 @@ class Board:
         return self.clock() - self.stage_started_at
 
     def best_value(self) -> float | None:
-        values = [line.best for line in self.lines.values() if line.best is not None]
+        values = [line.best for line in list(self.lines.values()) if line.best is not None]
         return max(values) if values else None
 
     def remaining_s(self) -> float | None:
-        """The stage's time left at its pace so far (None before anything has progressed)."""
-        with self.lock:
-            total = max(self.stage_total, len(self.lines))
-            done = sum(line.done_fraction for line in self.lines.values())
-            if total == 0 or done <= 0:
-                return None
-            return self.stage_elapsed_s() * (total - done) / done
+        """The stage's time left at its pace so far (None before anything has progressed). Reads a
+        snapshot without the lock (see `views.board_table`)."""
+        lines = list(self.lines.values())
+        total = max(self.stage_total, len(lines))
+        done = sum(line.done_fraction for line in lines)
+        if total == 0 or done <= 0:
+            return None
+        return self.stage_elapsed_s() * (total - done) / done
 
     def _tell(self, event: str, *args: Any) -> None:
         for view in self.views:

@@ -29,22 +29,25 @@ def board_header(board: Board) -> Text:
 
 
 def board_table(board: Board) -> Table:
-    """One row per trial: τ, μ, β, iteration / max, val mIoU, best, status, node."""
-    with board.lock:
-        rows = list(board.lines.values())
-        names = list(dict.fromkeys(name for row in rows for name in row.params)) or ["tau", "mu", "beta"]
-        best = board.best_value()
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        table.add_column("trial")
-        for name in names:
-            table.add_column(SYMBOLS.get(name, name), justify="right")
-        for title in ("iter / max", "val mIoU", "best"):
-            table.add_column(title, justify="right")
-        table.add_column("status")
-        table.add_column("node")
-        for row in rows:
-            table.add_row(*_cells(row, names, best))
-        return table
+    """One row per trial: τ, μ, β, iteration / max, val mIoU, best, status, node.
+
+    Reads a snapshot without the board's lock: the live view's refresh thread calls it while a feed
+    may hold the lock to print through the same live display (taking it here could deadlock)."""
+    rows = list(board.lines.values())
+    names = list(dict.fromkeys(name for row in rows for name in row.params)) or ["tau", "mu", "beta"]
+    values = [row.best for row in rows if row.best is not None]
+    best = max(values) if values else None
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("trial")
+    for name in names:
+        table.add_column(SYMBOLS.get(name, name), justify="right")
+    for title in ("iter / max", "val mIoU", "best"):
+        table.add_column(title, justify="right")
+    table.add_column("status")
+    table.add_column("node")
+    for row in rows:
+        table.add_row(*_cells(row, names, best))
+    return table
 
 
 def _cells(row: TrialLine, names: list[str], stage_best: float | None) -> list[str | Text]:
