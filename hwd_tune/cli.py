@@ -140,7 +140,7 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
     from hwd_tune.config import ConfigError, load_train_config
     from hwd_tune.console import command_screen
     from trainables.checks import check_before_start
-    from trainables.launch import connect_ray, resource_plan, run_name, run_training
+    from trainables.launch import ray_connection, resource_plan, run_name, run_training
 
     forced = ["job=teacher", "method.name=none"] if job == "teacher" else ["job=distill"]
     try:
@@ -153,13 +153,13 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
         _check_before_start("the run", lambda: check_before_start(config, source=str(config_path)))
         with command_screen(console, run_log, verbose=verbose) as board:
             console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}", soft_wrap=True)
-            connect_ray(address)
-            board.stage(f"{job} {run_name(config)}", total=1)
-            try:
-                outcome = run_training(config, progress=True)
-            except (ValueError, FileNotFoundError) as error:
-                console.print(f"[red]cannot start[/red]: {error}")
-                raise typer.Exit(code=2) from None
+            with ray_connection(address):
+                board.stage(f"{job} {run_name(config)}", total=1)
+                try:
+                    outcome = run_training(config, progress=True)
+                except (ValueError, FileNotFoundError) as error:
+                    console.print(f"[red]cannot start[/red]: {error}")
+                    raise typer.Exit(code=2) from None
     metrics = outcome["metrics"]
     console.print(
         f"[green]done[/green] {outcome['run_name']}: val_miou {metrics.get('val_miou', float('nan')):.2f}, "
@@ -239,7 +239,7 @@ def sweep(
     from hwd_tune import sweep as sweep_service
     from hwd_tune.config import ConfigError
     from hwd_tune.console import command_screen
-    from trainables.launch import connect_ray
+    from trainables.launch import ray_connection
 
     try:
         sweep_config = sweep_service.load(config, list(set_ or []))
@@ -249,8 +249,7 @@ def sweep(
     run_log = _run_log(sweep_config.train.output_dir, "sweep")
     with _exit_codes(resume_option="--resume", run_log=run_log):
         _check_before_start("the sweep", lambda: sweep_service.check_before_start(sweep_config))
-        with command_screen(console, run_log, verbose=verbose):
-            connect_ray(address)
+        with command_screen(console, run_log, verbose=verbose), ray_connection(address):
             try:
                 sweep_service.run(sweep_config, resume=resume, console=console)
             except (ValueError, FileNotFoundError) as error:
@@ -285,14 +284,13 @@ def reproduce(
     from hwd_tune import reproduce as reproduce_service
     from hwd_tune.config import ConfigError
     from hwd_tune.console import command_screen
-    from trainables.launch import connect_ray
+    from trainables.launch import ray_connection
 
     plan_config = _load_plan(plan, set_)
     run_log = _run_log(plan_config.train.output_dir, "reproduce")
     with _exit_codes(run_log=run_log):
         _check_before_start("the reproduction", lambda: reproduce_service.check_before_start(plan_config))
-        with command_screen(console, run_log, verbose=verbose):
-            connect_ray(address)
+        with command_screen(console, run_log, verbose=verbose), ray_connection(address):
             try:
                 summary = reproduce_service.reproduce(plan_config, console=console)
             except (ConfigError, ValueError, FileNotFoundError) as error:
@@ -329,13 +327,12 @@ def quickstart(
     from hwd_tune.config import ConfigError
     from hwd_tune.console import command_screen
     from hwd_tune.sweep.quickstart import check_quickstart, run_quickstart
-    from trainables.launch import connect_ray
+    from trainables.launch import ray_connection
 
     run_log = _run_log(output_dir, "quickstart")
     with _exit_codes(run_log=run_log):
         _check_before_start("the quickstart", lambda: check_quickstart(output_dir))
-        with command_screen(console, run_log, verbose=verbose):
-            connect_ray(address)
+        with command_screen(console, run_log, verbose=verbose), ray_connection(address):
             try:
                 run_quickstart(output_dir=output_dir, console=console)
             except (ConfigError, ValueError, FileNotFoundError) as error:

@@ -12,8 +12,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,21 @@ def connect_ray(address: str | None) -> None:
     # Ray's own lines go to the run log: the screen says where the command runs (as Ray words it)
     dashboard = getattr(context, "dashboard_url", None)
     active_board().message(f"Ray: {where}" + (f"; dashboard at http://{dashboard}" if dashboard else ""))
+
+
+@contextmanager
+def ray_connection(address: str | None) -> Iterator[None]:
+    """`connect_ray(address)` for the block; a Ray it started or joined is left at the block's end
+    (a local one stops), so Ray's last lines still reach the command's run log. A Ray that was
+    already up (a test session's) is used and left running."""
+    if ray.is_initialized():
+        yield
+        return
+    connect_ray(address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def start_local_ray(**init_options: Any) -> Any:
