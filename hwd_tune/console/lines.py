@@ -8,7 +8,12 @@ from typing import Any
 
 from hwd_tune.console.board import TrialLine
 
-PARAM_NAMES = {"tau": "tau", "mu": "mu", "beta": "beta"}
+PAPER_ORDER = ("tau", "mu", "beta")  # HWD's parameters as the paper lists them; a sweep file may sort them
+
+
+def in_paper_order(names: list[str] | tuple[str, ...]) -> list[str]:
+    """`names` with tau, mu, beta first (in that order), then the others as given."""
+    return sorted(names, key=lambda name: PAPER_ORDER.index(name) if name in PAPER_ORDER else len(PAPER_ORDER))
 
 
 def clock(seconds: float) -> str:

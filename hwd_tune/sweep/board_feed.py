@@ -10,6 +10,7 @@ from typing import Any
 from ray import tune
 
 from hwd_tune.console import active_board
+from hwd_tune.console.lines import in_paper_order
 from hwd_tune.sweep.summary import failure_reason, trial_error
 
 
@@ -38,7 +39,7 @@ class BoardFeed(tune.Callback):
         jobs: Mapping[str, JobLabel] | None = None,
     ) -> None:
         self.budget = budget  # iterations a completed trial reaches (max_iters, or ASHA's max_t)
-        self.param_names = param_names
+        self.param_names = tuple(in_paper_order(param_names))
         self.job_key = job_key
         self.jobs = dict(jobs or {})
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
 from hwd_tune.console import active_board
+from hwd_tune.console.lines import in_paper_order
 from hwd_tune.sweep.board_feed import BoardFeed
 from hwd_tune.sweep.config import (
     SweepConfig,
@@ -400,7 +401,7 @@ class _Searching:
             trials_storage=str(sweep_dir(sweep) / TRIALS_FOLDER),
             loop_config_hook=self.loop_config_hook,
         )
-        trials_text = f"{sweep.search.num_samples} trials of {', '.join(sweep.search.space)}"
+        trials_text = f"{sweep.search.num_samples} trials of {', '.join(in_paper_order(list(sweep.search.space)))}"
         active_board().stage(f"search {sweep.name}: {trials_text}", sweep.search.num_samples)
         results = build_tuner(sweep, setup, self.max_concurrent, self.resume).fit()
         trials = trial_rows(sweep, results.experiment_path, self.tracking_uri, parent_key)

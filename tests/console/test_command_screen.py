@@ -22,6 +22,7 @@ TUNE_LINES = ("Trial status:", "ExperimentalWarning", "tensorboard --logdir", "D
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # its own Ray and three trials: about a minute on a quiet 2-core machine
 def test_a_piped_sweep_prints_plain_lines_and_keeps_ray_in_the_run_log(tmp_path):
     import torch
 
@@ -42,7 +43,7 @@ def test_a_piped_sweep_prints_plain_lines_and_keeps_ray_in_the_run_log(tmp_path)
         env=environment,
         capture_output=True,  # pipes: not a terminal
         text=True,
-        timeout=900,
+        timeout=840,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

@@ -11,6 +11,10 @@ from tests.console.test_board import Clock
 PLAIN_LINE = re.compile(r"^\[\d\d:\d\d\] (stage|start|best|done|stopped|failed)\s+\S")
 
 
+def test_parameters_are_shown_in_the_papers_order_whatever_the_sweep_files_order():
+    assert lines.in_paper_order(["beta", "lambda", "mu", "tau"]) == ["tau", "mu", "beta", "lambda"]
+
+
 def test_plain_lines_have_one_fixed_shape_per_event():
     line = TrialLine("t1", "abc_00001", {"tau": 4.0, "mu": 0.0, "beta": 0.1}, max_iters=150)
     assert lines.started_line(75, line) == "[01:15] start   abc_00001  tau=4 mu=0 beta=0.1"
