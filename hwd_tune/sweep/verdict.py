@@ -16,7 +16,7 @@ from hwd_tune.sweep.statistics import PairedDifference
 from hwd_tune.sweep.summary import SweepSummary
 
 ROW_NAMES = {"none": "student alone", "cwd": "CWD", "table_i": "HWD, Table I point"}  # by final-stage label
-COMPARED = ("cwd", "table_i")  # what the sentence judges the tuned HWD against
+COMPARED = {"cwd": "CWD", "table_i": "HWD at the Table I point"}  # what the sentence judges the tuned HWD against
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -76,9 +76,9 @@ def verdict_sentence(final: FinalStageResult) -> str:
     if final.winner is None:
         return "No HWD run of the final stage finished: there is nothing to judge."
     judged = [(label, final.comparisons[label]) for label in COMPARED if label in final.comparisons]
-    beats = [ROW_NAMES[label] for label, difference in judged if difference.beyond_noise() and difference.mean > 0]
-    below = [ROW_NAMES[label] for label, difference in judged if difference.beyond_noise() and difference.mean < 0]
-    within = [ROW_NAMES[label] for label, difference in judged if not difference.beyond_noise()]
+    beats = [COMPARED[label] for label, difference in judged if difference.beyond_noise() and difference.mean > 0]
+    below = [COMPARED[label] for label, difference in judged if difference.beyond_noise() and difference.mean < 0]
+    within = [COMPARED[label] for label, difference in judged if not difference.beyond_noise()]
     subject = "The tuned HWD" if final.winner != "table_i" else "HWD at the Table I point (no tuned setting did better)"
     parts = []
     if beats:
@@ -88,8 +88,8 @@ def verdict_sentence(final: FinalStageResult) -> str:
     if within:
         seeds = len(final.seeds)
         parts.append(
-            f"cannot be told apart from {' or '.join(within)}: the difference is within the noise "
-            f"{seeds} seed(s) measure (paired t-test, 95 %)"
+            f"cannot be told apart from {' or from '.join(within)}: the difference is within the noise "
+            f"that {seeds} seeds measure (paired t-test, 95 %)"
         )
     if not parts:
         return f"{subject}: no CWD or Table I run to compare with."

@@ -40,7 +40,7 @@ def test_a_tuned_hwd_ahead_on_every_seed_beats_cwd_and_table_i_beyond_the_noise(
     }
     final = final_stage(values)
     assert final.winner == "top-1"
-    assert verdict_sentence(final) == "The tuned HWD beats CWD and HWD, Table I point beyond the seed noise."
+    assert verdict_sentence(final) == "The tuned HWD beats CWD and HWD at the Table I point beyond the seed noise."
     console = Console(record=True, width=120)
     console.print(verdict_table(final))
     names = ("HWD, tuned", "HWD, Table I point", "student alone", "CWD")
@@ -64,8 +64,8 @@ def test_differences_within_the_seed_noise_are_said_to_be_indistinguishable():
     )
     assert final.winner == "top-1"
     sentence = verdict_sentence(final)
-    assert sentence.startswith("The tuned HWD cannot be told apart from CWD or HWD, Table I point")
-    assert "3 seed(s)" in sentence
+    assert sentence.startswith("The tuned HWD cannot be told apart from CWD or from HWD at the Table I point")
+    assert "the noise that 3 seeds measure" in sentence
 
 
 def test_when_table_i_wins_the_sentence_says_no_tuned_setting_did_better():
