@@ -24,6 +24,7 @@ from rich.table import Table
 from hwd_tune import __version__
 
 if TYPE_CHECKING:
+    from hwd_tune.console import RunLog
     from hwd_tune.data import DataReport
 
 app = typer.Typer(
@@ -44,14 +45,18 @@ GpusOption = Annotated[
 CpusOption = Annotated[
     float | None, typer.Option("--cpus-per-worker", help="CPUs per worker (resources.cpus_per_worker).")
 ]
-FAILURE_LOGS = Path(".hwd-tune") / "logs"  # full tracebacks of failed commands, under the working directory
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="Show Ray's and Tune's own output here too (it always goes to the run log).")
+]
+FAILURE_LOGS = Path(".hwd-tune") / "logs"  # full tracebacks of commands that failed before their run log opened
 
 
 @contextmanager
-def _exit_codes(resume_option: str | None = None) -> Iterator[None]:
+def _exit_codes(resume_option: str | None = None, run_log: RunLog | None = None) -> Iterator[None]:
     """Maps what a command ends with to its exit code: Ctrl-C/SIGTERM -> 130 with the command that
     continues (`resume_option` appended when the command needs it), any other error -> 1 with its
-    cause in one line and the traceback in a log file. typer.Exit (0, 2, ...) passes through."""
+    cause in one line and the traceback in the run log (else a log file of its own).
+    typer.Exit (0, 2, ...) passes through."""
     try:
         yield
     except typer.Exit:
@@ -66,12 +71,27 @@ def _exit_codes(resume_option: str | None = None) -> Iterator[None]:
     except Exception as error:  # noqa: BLE001 - every failure ends as one line and a log, not a Ray traceback
         from hwd_tune.sweep.summary import failure_reason
 
-        FAILURE_LOGS.mkdir(parents=True, exist_ok=True)
-        log = FAILURE_LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{sys.argv[1] if len(sys.argv) > 1 else 'hwd-tune'}.log"
-        log.write_text("".join(traceback.format_exception(error)))
+        trace = "".join(traceback.format_exception(error))
+        if run_log is not None and run_log.opened:
+            log, what = run_log.append(trace), " (with Ray's output)"
+        else:
+            FAILURE_LOGS.mkdir(parents=True, exist_ok=True)
+            log, what = FAILURE_LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{_command_name()}.log", ""
+            log.write_text(trace)
         console.print(f"[red]failed[/red]: {failure_reason(error)}", soft_wrap=True)
-        console.print(f"full traceback: {log.resolve()}", soft_wrap=True, markup=False, highlight=False)
+        console.print(f"full traceback: {log.resolve()}{what}", soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(code=1) from None
+
+
+def _command_name() -> str:
+    return sys.argv[1] if len(sys.argv) > 1 else "hwd-tune"
+
+
+def _run_log(output_dir: str | Path, command: str) -> RunLog:
+    """The command's run log under `output_dir` (written only once the command starts)."""
+    from hwd_tune.console import RunLog
+
+    return RunLog(output_dir, command)
 
 
 AddressOption = Annotated[
@@ -116,10 +136,11 @@ def _check_before_start(what: str, check: Callable[[], None]) -> None:
         raise typer.Exit(code=2) from None
 
 
-def _train(job: str, config_path: Path, overrides: list[str], address: str | None) -> None:
+def _train(job: str, config_path: Path, overrides: list[str], address: str | None, verbose: bool) -> None:
     from hwd_tune.config import ConfigError, load_train_config
+    from hwd_tune.console import command_screen
     from trainables.checks import check_before_start
-    from trainables.launch import connect_ray, resource_plan, run_training
+    from trainables.launch import ray_connection, resource_plan, run_name, run_training
 
     forced = ["job=teacher", "method.name=none"] if job == "teacher" else ["job=distill"]
     try:
@@ -127,15 +148,18 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
     except ConfigError as error:
         console.print(f"[red]invalid configuration[/red]\n{error}")
         raise typer.Exit(code=2) from None
-    with _exit_codes():
+    run_log = _run_log(config.output_dir, "train-teacher" if job == "teacher" else "distill")
+    with _exit_codes(run_log=run_log):
         _check_before_start("the run", lambda: check_before_start(config, source=str(config_path)))
-        console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}")
-        connect_ray(address)
-        try:
-            outcome = run_training(config, progress=console)
-        except (ValueError, FileNotFoundError) as error:
-            console.print(f"[red]cannot start[/red]: {error}")
-            raise typer.Exit(code=2) from None
+        with command_screen(console, run_log, verbose=verbose) as board:
+            console.print(f"[bold]resource plan[/bold]: {resource_plan(config).describe()}", soft_wrap=True)
+            with ray_connection(address):
+                board.stage(f"{job} {run_name(config)}", total=1)
+                try:
+                    outcome = run_training(config, progress=True)
+                except (ValueError, FileNotFoundError) as error:
+                    console.print(f"[red]cannot start[/red]: {error}")
+                    raise typer.Exit(code=2) from None
     metrics = outcome["metrics"]
     console.print(
         f"[green]done[/green] {outcome['run_name']}: val_miou {metrics.get('val_miou', float('nan')):.2f}, "
@@ -152,9 +176,10 @@ def train_teacher(
     gpus_per_worker: GpusOption = None,
     cpus_per_worker: CpusOption = None,
     address: AddressOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train a teacher; versions are registered in MLflow at teacher.milestones (aliases iter-80k, ..., best)."""
-    _train("teacher", config, _overrides(set_, workers, gpus_per_worker, cpus_per_worker), address)
+    _train("teacher", config, _overrides(set_, workers, gpus_per_worker, cpus_per_worker), address, verbose)
 
 
 @app.command()
@@ -165,9 +190,10 @@ def distill(
     gpus_per_worker: GpusOption = None,
     cpus_per_worker: CpusOption = None,
     address: AddressOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Distil a student from a frozen teacher (re-running the same command resumes)."""
-    _train("distill", config, _overrides(set_, workers, gpus_per_worker, cpus_per_worker), address)
+    _train("distill", config, _overrides(set_, workers, gpus_per_worker, cpus_per_worker), address, verbose)
 
 
 @app.command()
@@ -207,25 +233,28 @@ def sweep(
         bool, typer.Option("--resume", help="Continue a killed sweep: finished trials are kept.")
     ] = False,
     address: AddressOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Tune the method's parameters (tau, mu, beta) with Optuna + ASHA; prints the best and the baselines."""
     from hwd_tune import sweep as sweep_service
     from hwd_tune.config import ConfigError
-    from trainables.launch import connect_ray
+    from hwd_tune.console import command_screen
+    from trainables.launch import ray_connection
 
     try:
         sweep_config = sweep_service.load(config, list(set_ or []))
     except ConfigError as error:
         console.print(f"[red]invalid sweep[/red]\n{error}")
         raise typer.Exit(code=2) from None
-    with _exit_codes(resume_option="--resume"):
+    run_log = _run_log(sweep_config.train.output_dir, "sweep")
+    with _exit_codes(resume_option="--resume", run_log=run_log):
         _check_before_start("the sweep", lambda: sweep_service.check_before_start(sweep_config))
-        connect_ray(address)
-        try:
-            sweep_service.run(sweep_config, resume=resume, console=console)
-        except (ValueError, FileNotFoundError) as error:
-            console.print(f"[red]cannot start the sweep[/red]: {error}")
-            raise typer.Exit(code=2) from None
+        with command_screen(console, run_log, verbose=verbose), ray_connection(address):
+            try:
+                sweep_service.run(sweep_config, resume=resume, console=console)
+            except (ValueError, FileNotFoundError) as error:
+                console.print(f"[red]cannot start the sweep[/red]: {error}")
+                raise typer.Exit(code=2) from None
 
 
 def _load_plan(path: Path, sets: list[str] | None):
@@ -246,6 +275,7 @@ def reproduce(
     ],
     set_: SetOption = None,
     address: AddressOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run every cell of a plan (datasets x students x methods x seeds) and report it against the paper.
 
@@ -253,17 +283,19 @@ def reproduce(
     """
     from hwd_tune import reproduce as reproduce_service
     from hwd_tune.config import ConfigError
-    from trainables.launch import connect_ray
+    from hwd_tune.console import command_screen
+    from trainables.launch import ray_connection
 
     plan_config = _load_plan(plan, set_)
-    with _exit_codes():
+    run_log = _run_log(plan_config.train.output_dir, "reproduce")
+    with _exit_codes(run_log=run_log):
         _check_before_start("the reproduction", lambda: reproduce_service.check_before_start(plan_config))
-        connect_ray(address)
-        try:
-            summary = reproduce_service.reproduce(plan_config, console=console)
-        except (ConfigError, ValueError, FileNotFoundError) as error:
-            console.print(f"[red]cannot start the reproduction[/red]: {error}")
-            raise typer.Exit(code=2) from None
+        with command_screen(console, run_log, verbose=verbose), ray_connection(address):
+            try:
+                summary = reproduce_service.reproduce(plan_config, console=console)
+            except (ConfigError, ValueError, FileNotFoundError) as error:
+                console.print(f"[red]cannot start the reproduction[/red]: {error}")
+                raise typer.Exit(code=2) from None
     if summary.failed or summary.report is None:
         raise typer.Exit(code=1)
 
@@ -289,20 +321,23 @@ def report(
 def quickstart(
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where runs, checkpoints and MLflow go.")] = "outputs",
     address: AddressOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train a synthetic teacher, run a small HWD sweep (+ baselines) and print the best tau, mu, beta."""
     from hwd_tune.config import ConfigError
+    from hwd_tune.console import command_screen
     from hwd_tune.sweep.quickstart import check_quickstart, run_quickstart
-    from trainables.launch import connect_ray
+    from trainables.launch import ray_connection
 
-    with _exit_codes():
+    run_log = _run_log(output_dir, "quickstart")
+    with _exit_codes(run_log=run_log):
         _check_before_start("the quickstart", lambda: check_quickstart(output_dir))
-        connect_ray(address)
-        try:
-            run_quickstart(output_dir=output_dir, console=console)
-        except (ConfigError, ValueError, FileNotFoundError) as error:
-            console.print(f"[red]quickstart stopped[/red]: {error}")
-            raise typer.Exit(code=2) from None
+        with command_screen(console, run_log, verbose=verbose), ray_connection(address):
+            try:
+                run_quickstart(output_dir=output_dir, console=console)
+            except (ConfigError, ValueError, FileNotFoundError) as error:
+                console.print(f"[red]quickstart stopped[/red]: {error}")
+                raise typer.Exit(code=2) from None
 
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)

@@ -47,7 +47,7 @@ def test_sweep_command_reports_a_bad_sweep_file(tmp_path):
 @pytest.mark.slow
 def test_a_run_that_fails_while_training_exits_1_with_one_line_and_a_log(ray_local, tmp_path, monkeypatch):
     """An absurd learning rate: the loss overflows inside a Ray worker. The command prints the cause
-    in one line (no Ray traceback) and where the whole traceback went, and exits 1."""
+    in one line (no Ray traceback) and where the whole traceback went (the run's log), and exits 1."""
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "teacher.yaml"
     raw = tiny_config(tmp_path, name="diverges", optimizer={"lr": 1e12}, schedule={"max_iters": 20, "val_interval": 1})
@@ -57,7 +57,8 @@ def test_a_run_that_fails_while_training_exits_1_with_one_line_and_a_log(ray_loc
     failure = [line for line in result.output.splitlines() if line.startswith("failed: ")]
     assert len(failure) == 1 and "NonFiniteLossError: non-finite loss at iteration" in failure[0]
     log = Path(result.output.split("full traceback: ", 1)[1].split()[0])
-    assert log.is_file() and log.parent == (tmp_path / ".hwd-tune" / "logs").resolve()
+    assert log.is_file() and log.parent == (Path(raw.output_dir) / "logs").resolve()
+    assert log.name.endswith("-train-teacher.log")
     assert "Traceback (most recent call last)" in log.read_text()
     assert "Traceback" not in result.output
     # the local Ray (started by start_local_ray) runs with Ray Train's settings for one machine

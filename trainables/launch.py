@@ -12,8 +12,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from hwd_tune.config import HoldoutConfig, TrainConfig
+from hwd_tune.console import active_board
 from hwd_tune.data.from_config import info_from_config
 from hwd_tune.storage import join, ray_storage_root
 from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
@@ -176,17 +177,38 @@ def build_trainer(
 
 def connect_ray(address: str | None) -> None:
     """Joins the cluster at `address` ('auto', an IP:port, ray://...) or RAY_ADDRESS, else starts
-    a local Ray on this machine's cores."""
+    a local Ray on this machine's cores; says which on the command's board."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        context = ray.init(address=address)
+        gcs_address = (getattr(context, "address_info", None) or {}).get("gcs_address", address)  # ray://: none
+        where = f"Connecting to existing Ray cluster at address: {gcs_address}"
     else:
-        start_local_ray()
+        context = start_local_ray()
+        where = "Started a local Ray instance"
+    # Ray's own lines go to the run log: the screen says where the command runs (as Ray words it)
+    dashboard = getattr(context, "dashboard_url", None)
+    active_board().message(f"Ray: {where}" + (f"; dashboard at http://{dashboard}" if dashboard else ""))
 
 
-def start_local_ray(**init_options: Any) -> None:
+@contextmanager
+def ray_connection(address: str | None) -> Iterator[None]:
+    """`connect_ray(address)` for the block; a Ray it started or joined is left at the block's end
+    (a local one stops), so Ray's last lines still reach the command's run log. A Ray that was
+    already up (a test session's) is used and left running."""
+    if ray.is_initialized():
+        yield
+        return
+    connect_ray(address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def start_local_ray(**init_options: Any) -> Any:
     """Starts a new local Ray instance (never joins an unrelated one found on the machine).
 
     Its dashboard listens on 127.0.0.1 and every Ray process is told its address through
@@ -207,7 +229,9 @@ def start_local_ray(**init_options: Any) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the raylet
-    ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False, **init_options)
+    return ray.init(
+        address="local", dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False, **init_options
+    )
 
 
 def run_training(
@@ -215,14 +239,14 @@ def run_training(
     *,
     parent_run_id: str | None = None,
     extra_loop_config: dict[str, Any] | None = None,
-    progress: Any = None,
+    progress: bool = False,
     tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) one training job to the end; returns its final metrics and MLflow run id.
 
     Ray must be initialised by the caller. The MLflow run is created by the driver (or found
     again on resume, by run name) and logged to by rank 0; `tags` are added to its tags (e.g. a
-    reproduction plan's cell).
+    reproduction plan's cell). With `progress`, the run is a line of the command's board.
     """
     from hwd_tune import tracking
     from trainables.progress import ProgressMonitor
@@ -248,8 +272,14 @@ def run_training(
         config, tracking_uri=tracking_uri, mlflow_run_id=run_id, extra_loop_config=extra_loop_config
     )
     monitor = (
-        ProgressMonitor(tracking_uri, run_id, config.schedule.max_iters, console=progress)
-        if progress is not None
+        ProgressMonitor(
+            tracking_uri,
+            run_id,
+            config.schedule.max_iters,
+            label="teacher" if config.job == "teacher" else config.method.name,
+            params={name: value for name, value in config.method.params.items() if name in ("tau", "mu", "beta")},
+        )
+        if progress
         else nullcontext()
     )
     try:

@@ -33,9 +33,11 @@ from rich.table import Table
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
+from hwd_tune.console import active_board
 from hwd_tune.reproduce.plan import Cell, Plan, check_resources
 from hwd_tune.reproduce.report import write_plan_report
 from hwd_tune.storage import join, ray_storage_root
+from hwd_tune.sweep.board_feed import BoardFeed, JobLabel
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops, unfinished
 from hwd_tune.sweep.summary import failure_reason
 from trainables import checks
@@ -236,8 +238,19 @@ def build_tuner(plan: Plan, cells: list[Cell], jobs: CellJobs, max_concurrent: i
             name=TUNE_FOLDER,
             storage_path=plan_storage(plan),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            callbacks=[BoardFeed(budget=None, job_key="cell", jobs=_cell_labels(cells, jobs))],
         ),
     )
+
+
+def _cell_labels(cells: list[Cell], jobs: CellJobs) -> dict[str, JobLabel]:
+    """How the screen names each cell's trial: its key, HWD's params, its iterations."""
+    labels = {}
+    for cell in cells:
+        config = TrainConfig.model_validate(jobs.configs[cell_key(cell)])
+        params = {name: value for name, value in config.method.params.items() if name in ("tau", "mu", "beta")}
+        labels[cell_key(cell)] = JobLabel(cell_key(cell), params, config.schedule.max_iters)
+    return labels
 
 
 def _safe(text: str) -> str:
@@ -286,6 +299,7 @@ def reproduce(
         errors: dict[Cell, str] = {}
         if remaining:
             jobs = _cell_jobs(plan, remaining, plan_run.run_id, tracking_uri, loop_config_hook)
+            active_board().stage(f"plan {plan.name}: {len(remaining)} runs", len(remaining))
             with graceful_stops():
                 results = build_tuner(plan, remaining, jobs, max_concurrent).fit()
             if unfinished(results, "best_val_miou"):
@@ -308,6 +322,7 @@ def reproduce(
         plan_run.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", reason=failure_reason(error))
         raise
     _finish_plan_run(plan_run, summary)
+    active_board().end_stage()
     print_summary(summary, console)
     return summary
 

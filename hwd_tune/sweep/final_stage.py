@@ -16,6 +16,8 @@ from ray import tune
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
+from hwd_tune.console import active_board
+from hwd_tune.sweep.board_feed import BoardFeed, JobLabel
 from hwd_tune.sweep.config import SweepConfig, baseline_method, final_job_config
 from hwd_tune.sweep.interruption import Interrupted, unfinished
 from hwd_tune.sweep.layout import FINAL_FOLDER, SWEEP_TAG, sweep_storage
@@ -135,6 +137,10 @@ def run_final_stage(
     finished = {name for name in by_run if _finished_run(tracking_uri, experiment, name) is not None}
     remaining = sorted(set(by_run) - finished)
     errors: dict[str, str] = {}
+    active_board().stage(
+        f"final stage: {len(chosen)} configurations x seeds {seeds}, {len(remaining)} of {len(by_run)} runs to train",
+        len(remaining),
+    )
     if remaining:
         setup = FinalSetup(
             configs={name: pinned_to_driver(by_run[name], tracking_uri).model_dump(mode="json") for name in remaining},
@@ -142,7 +148,8 @@ def run_final_stage(
             parent_run_id=parent_run_id,
             loop_config_hook=loop_config_hook,
         )
-        results = _tuner(sweep, remaining, setup, min(max_concurrent, len(remaining))).fit()
+        labels = {name: _job_label(jobs, by_run[name], name) for name in remaining}
+        results = _tuner(sweep, remaining, setup, min(max_concurrent, len(remaining)), labels).fit()
         if unfinished(results, "best_val_miou"):
             raise Interrupted(f"{sweep.name}: the final stage was stopped with runs unfinished")
         for result in results:
@@ -188,7 +195,17 @@ def _finished_run(tracking_uri: str, experiment: str, name: str) -> tracking.Fou
     return runs[0] if runs else None
 
 
-def _tuner(sweep: SweepConfig, names: list[str], setup: FinalSetup, max_concurrent: int) -> tune.Tuner:
+def _job_label(jobs: Mapping[tuple[str, int], TrainConfig], config: TrainConfig, name: str) -> JobLabel:
+    """`top-1 seed 0` (or `cwd,none seed 1` when equal configurations share the run), its params."""
+    keys = sorted(key for key, job in jobs.items() if run_name(job) == name)
+    labels = ",".join(dict.fromkeys(label for label, _ in keys))
+    params = {key: value for key, value in config.method.params.items() if key in ("tau", "mu", "beta")}
+    return JobLabel(f"{labels} seed {keys[0][1]}", params, config.schedule.max_iters)
+
+
+def _tuner(
+    sweep: SweepConfig, names: list[str], setup: FinalSetup, max_concurrent: int, labels: Mapping[str, JobLabel]
+) -> tune.Tuner:
     """A grid over the runs, FIFO; reused trial actors (each new one costs seconds of imports)."""
     trainable = tune.with_resources(
         tune.with_parameters(run_final_job, setup=setup), {"CPU": sweep.resources.trial_cpus}
@@ -201,5 +218,6 @@ def _tuner(sweep: SweepConfig, names: list[str], setup: FinalSetup, max_concurre
             name=FINAL_FOLDER,
             storage_path=sweep_storage(sweep),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            callbacks=[BoardFeed(budget=None, job_key="run", jobs=labels)],
         ),
     )

@@ -3,8 +3,9 @@
 Three steps, each resumable: (1) train the teacher of search_spaces/train/quickstart_teacher.yaml
 and register it (skipped when its `best` alias exists), (2) run search_spaces/quickstart.yaml
 (HWD's tau, mu, beta by Optuna + ASHA; then the best trial, Table I and the student-only and CWD
-baselines retrained with two seeds each), (3) print the table, the verdict against the seed noise,
-the best tau, mu, beta and how to open the MLflow UI. A second run reuses everything.
+baselines retrained with two seeds each), (3) print the verdict (`hwd_tune.sweep.verdict`): the
+table against the seed noise, the best tau, mu, beta and how to open the MLflow UI. A second run
+reuses everything.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig, load_train_config
+from hwd_tune.console import active_board
 from hwd_tune.storage import exists
 from hwd_tune.sweep.config import SweepConfig
 from hwd_tune.sweep.config import load as load_sweep
 from hwd_tune.sweep.layout import experiment_location
 from hwd_tune.sweep.service import check_before_start as check_sweep
 from hwd_tune.sweep.service import run as run_sweep
+from hwd_tune.sweep.verdict import params_text, print_verdict
 from trainables import checks
 from trainables.launch import run_training
 
@@ -68,34 +71,32 @@ def check_quickstart(output_dir: str = "outputs") -> None:
 
 
 def run_quickstart(*, output_dir: str = "outputs", console: Console | None = None):
-    """Runs (or resumes) the three steps; returns the sweep's `SweepSummary`. Ray must be up."""
+    """Runs (or resumes) the three steps; returns the sweep's `SweepSummary`. Ray must be up.
+
+    Progress goes to the command's board (`hwd_tune.console`); the console gets the verdict."""
     console = console or Console()
+    board = active_board()
     teacher, sweep = quickstart_jobs(output_dir)
     tracking_uri = tracking.resolve_tracking_uri(sweep.train.tracking.uri, sweep.train.output_dir)
 
-    console.rule("[bold]1/3 teacher")
+    board.stage(f"teacher: {teacher.student.arch}, {teacher.schedule.max_iters} iterations", total=1)
     if teacher_is_registered(tracking_uri, sweep.train.teacher.source):
-        console.print(f"reusing the registered teacher {sweep.train.teacher.source}")
+        board.message(f"reusing the registered teacher {sweep.train.teacher.source}")
     else:
-        outcome = run_training(teacher, progress=console)
-        console.print(
-            f"teacher: best val mIoU {outcome['metrics'].get('best_val_miou', float('nan')):.2f}, "
-            f"registered as {sweep.train.teacher.source}"
-        )
+        run_training(teacher, progress=True)
 
-    console.rule("[bold]2/3 HWD sweep over tau, mu, beta, then a seeded final stage with the baselines")
     resume = exists(experiment_location(sweep))
-    summary = run_sweep(sweep, resume=resume, console=console)
+    summary = run_sweep(sweep, resume=resume, console=console, show_summary=False)
+    board.end_stage()
 
-    console.rule("[bold]3/3 result")
-    best = ", ".join(f"{name} = {value:.3g}" for name, value in summary.best_params.items())
-    if summary.final_stage is not None:
-        console.print(
-            f"best HWD setting: {best} -> val mIoU {summary.best_val_miou:.2f}, chosen by {summary.chosen_by}"
-        )
-    else:
-        scored_on = "the held-out training images" if sweep.search.tune_on == "holdout" else "val"
-        console.print(f"best HWD setting: {best} -> mIoU {summary.best_val_miou:.2f} on {scored_on}")
-        console.print("one run per configuration cannot separate differences smaller than the seed noise")
-    console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}")
+    console.rule("[bold]result", characters="-")
+    print_verdict(summary, console)
+    best = params_text(summary.best_params)
+    console.print(f"best HWD setting: {best}, chosen by {summary.chosen_by}", soft_wrap=True)
+    console.print(
+        f"its config: {summary.best_config_path}; every trial, plots and notes: {summary.report_dir}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}", soft_wrap=True, highlight=False)
     return summary

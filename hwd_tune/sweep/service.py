@@ -22,7 +22,10 @@ from rich.console import Console
 
 from hwd_tune import tracking
 from hwd_tune.config import TrainConfig
+from hwd_tune.console import active_board
+from hwd_tune.console.lines import in_paper_order
 from hwd_tune.storage import exists, join
+from hwd_tune.sweep.board_feed import BoardFeed
 from hwd_tune.sweep.config import (
     SweepConfig,
     TunedBaseline,
@@ -203,9 +206,17 @@ def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resu
             name=sweep.name,
             storage_path=join(sweep_storage(sweep), TUNE_FOLDER),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            callbacks=[ChildRunFinisher(setup.sweep, setup.tracking_uri, setup.parent_key)],
+            callbacks=[
+                ChildRunFinisher(setup.sweep, setup.tracking_uri, setup.parent_key),
+                BoardFeed(budget=trial_budget(sweep), param_names=tuple(sweep.search.space)),
+            ],
         ),
     )
+
+
+def trial_budget(sweep: SweepConfig) -> int:
+    """The iterations a trial that is not stopped early reaches: max_iters, or ASHA's max_t."""
+    return int(min(sweep.train.schedule.max_iters, sweep.search.scheduler.max_t or sweep.train.schedule.max_iters))
 
 
 def _check_fresh_start(sweep: SweepConfig, resume: bool) -> None:
@@ -254,13 +265,15 @@ def run(
     resume: bool = False,
     console: Console | None = None,
     loop_config_hook: LoopConfigHook | None = None,
+    show_summary: bool = True,
 ) -> SweepSummary:
     """Runs (or with `resume`, continues) the sweep to the end; Ray must be initialised.
 
     The search, then each tuned baseline's search, the baselines run at their defaults (unless the
     final stage retrains them), and the final stage. `loop_config_hook(params)` adds keys to a
     run's loop_config (tests: `fail_at_iteration`). Raises ConfigError before any trial when one
-    trial does not fit the cluster.
+    trial does not fit the cluster. `show_summary=False` leaves the closing tables to the caller
+    (the quickstart shows its own verdict).
     """
     console = console or Console()
     max_concurrent = check_resources(sweep, ray.cluster_resources())
@@ -297,7 +310,8 @@ def run(
         parent.finish("KILLED" if stopped else "FAILED", reason=failure_reason(error))
         raise
     parent.finish("FINISHED")
-    print_summary(summary, console)
+    if show_summary:
+        print_summary(summary, console)
     return summary
 
 
@@ -318,7 +332,8 @@ def _search_and_retrain(
     summary.notes += close_orphaned_optuna_trials(sweep, _started_run(sweep, tracking_uri, parent.run_id))
     summary.tuned_baselines = [searching.tuned_baseline(search) for search in tuned_searches]
     final = sweep.search.final
-    if not (final.top_k and "baselines" in final.include):
+    if not (final.top_k and "baselines" in final.include) and sweep.search.baselines:
+        active_board().stage("baselines at their defaults", total=len(sweep.search.baselines))
         summary.baselines = [
             _run_job(method, {}, baseline_train_config(sweep, method), parent.run_id)
             for method in sweep.search.baselines
@@ -388,6 +403,8 @@ class _Searching:
             trials_storage=join(sweep_storage(sweep), TRIALS_FOLDER),
             loop_config_hook=self.loop_config_hook,
         )
+        trials_text = f"{sweep.search.num_samples} trials of {', '.join(in_paper_order(list(sweep.search.space)))}"
+        active_board().stage(f"search {sweep.name}: {trials_text}", sweep.search.num_samples)
         build_tuner(sweep, setup, self.max_concurrent, self.resume).fit()
         experiment_path = experiment_location(sweep)  # a URI on remote storage (ResultGrid's path has no scheme)
         trials = trial_rows(sweep, experiment_path, self.tracking_uri, parent_key)
@@ -426,17 +443,19 @@ def _record_in_study(sweep: SweepConfig, summary: SweepSummary) -> None:
 
 def _print_plan(sweep: SweepConfig, max_concurrent: int, console: Console) -> None:
     plan = resource_plan(sweep.train)
+    cluster = ray.cluster_resources()
     console.print(
         f"[bold]resource plan[/bold]: each trial {plan.describe()} + {sweep.resources.trial_cpus:g} CPU for its "
-        f"driver; cluster {ray.cluster_resources()}; {max_concurrent} trial(s) at once, "
-        f"{sweep.search.num_samples} in all"
+        f"driver; cluster {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU; {max_concurrent} trial(s) "
+        f"at once, {sweep.search.num_samples} in all",
+        soft_wrap=True,
     )
 
 
 def _run_job(label: str, params: dict[str, Any], config: TrainConfig, parent_run_id: str) -> JobResult:
     """One plain training run under the parent (a baseline or a final retraining); a failure is recorded."""
     try:
-        outcome = run_training(config, parent_run_id=parent_run_id)
+        outcome = run_training(config, parent_run_id=parent_run_id, progress=True)
     except Exception as error:  # noqa: BLE001 - one broken baseline must not lose the sweep's results
         return JobResult(label, params, None, None, error=failure_reason(error))
     metrics = outcome["metrics"]
