@@ -5,7 +5,8 @@ runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `se
 `fidelity` (how far ASHA's rungs agree with the trials' final scores), `summary` (trial rows,
 plots, the best config), `tuning_split` (the held-out images trials are scored on),
 `final_stage` (the best configurations, Table I and the baselines retrained with several seeds)
-with `statistics` (means, intervals, paired tests) and `quickstart` (the README's main job).
+with `statistics` (means, intervals, paired tests) and `predictions` (the winner beside CWD in
+pictures on the parent run), and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (
