@@ -41,7 +41,7 @@ from trainables.checkpointing import (
     save_checkpoint,
 )
 from trainables.hooks import LoopHooks
-from trainables.predictions import PredictionSamples, load_prediction_samples, render_predictions
+from trainables.predictions import PredictionSamples, load_prediction_samples, predict_samples, render_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -407,6 +407,7 @@ class RankZeroTracker:
         self.last_steps: dict[str, int] = {}
         self.system_metrics = None  # MLflow's monitor thread, while it samples
         self.prediction_samples: PredictionSamples | None = None
+        self.teacher_labels: list[Tensor] | None = None
         if context.rank == 0 and self.run_id:
             from hwd_tune import tracking
 
@@ -440,9 +441,12 @@ class RankZeroTracker:
         if improved:
             self.logger.log_class_iou(iou, context.class_names, step=context.iteration)
         if improved and self.prediction_samples is not None and context.iteration > self.logged_through:
-            models = [("teacher", context.teacher)] if context.teacher is not None else []
-            models.append(("student", unwrap(context.student)))
-            panels = render_predictions(self.prediction_samples, models, context.device)
+            samples = self.prediction_samples
+            if context.teacher is not None and self.teacher_labels is None:  # frozen: predicted once per run
+                self.teacher_labels = predict_samples(context.teacher, samples, context.device)
+            columns = [("teacher", self.teacher_labels)] if self.teacher_labels is not None else []
+            columns.append(("student", predict_samples(unwrap(context.student), samples, context.device)))
+            panels = render_predictions(samples, columns)
             self.tracking.log_prediction_panels(self.logger, panels, step=context.iteration)
         config = context.config
         if config.job == "teacher" and context.iteration in config.teacher.milestones:

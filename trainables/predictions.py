@@ -70,14 +70,17 @@ def predicted_labels(model: nn.Module, inputs: Tensor, device: torch.device | st
         model.train(was_training)
 
 
+def predict_samples(model: nn.Module, samples: PredictionSamples, device: torch.device | str = "cpu") -> list[Tensor]:
+    """`model`'s class ids [H, W] for each sample, in order (a frozen teacher's can be kept for the run)."""
+    return [predicted_labels(model, inputs, device) for inputs in samples.inputs]
+
+
 def render_predictions(
-    samples: PredictionSamples, models: Sequence[tuple[str, nn.Module]], device: torch.device | str = "cpu"
+    samples: PredictionSamples, columns: Sequence[tuple[str, Sequence[Tensor]]]
 ) -> dict[str, np.ndarray]:
-    """One panel per sample, by name: image | ground truth | each (title, model)'s prediction."""
+    """One panel per sample, by name: image | ground truth | each (title, class ids per sample) column."""
     panels = {}
-    for name, image, inputs, mask in zip(samples.names(), samples.images, samples.inputs, samples.masks):
-        columns = [("ground truth", mask)] + [
-            (title, predicted_labels(model, inputs, device)) for title, model in models
-        ]
-        panels[name] = render_panel(image, columns, samples.palette, samples.class_names)
+    for position, (name, image, mask) in enumerate(zip(samples.names(), samples.images, samples.masks)):
+        shown = [("ground truth", mask)] + [(title, labels[position]) for title, labels in columns]
+        panels[name] = render_panel(image, shown, samples.palette, samples.class_names)
     return panels

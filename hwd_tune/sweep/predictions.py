@@ -18,7 +18,7 @@ from hwd_tune.models import load_weights
 from hwd_tune.sweep.config import SweepConfig, final_job_config
 from hwd_tune.sweep.final_stage import CandidateResult, FinalStageResult
 from trainables.loop import build_teacher, model_from_config, resolve_teacher_weights
-from trainables.predictions import load_prediction_samples, render_predictions
+from trainables.predictions import load_prediction_samples, predict_samples, render_predictions
 
 PREDICTIONS_FOLDER = "sweep/predictions"  # on the parent run
 BASELINE_SHOWN = "cwd"  # the baseline HWD is measured against in the paper
@@ -48,7 +48,9 @@ def log_final_predictions(
         for title, result in shown:
             if result is not None and seed in result.run_ids:
                 models.append((title, _best_student(sweep, result, seed, num_classes, tracking_uri, cache).to(device)))
-    panels = render_predictions(load_prediction_samples(config.data, count), models, device)
+    samples = load_prediction_samples(config.data, count)
+    columns = [(title, predict_samples(model, samples, device)) for title, model in models]
+    panels = render_predictions(samples, columns)
     return tracking.log_prediction_files(parent, panels, PREDICTIONS_FOLDER)
 
 
