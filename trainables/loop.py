@@ -441,13 +441,7 @@ class RankZeroTracker:
         if improved:
             self.logger.log_class_iou(iou, context.class_names, step=context.iteration)
         if improved and self.prediction_samples is not None and context.iteration > self.logged_through:
-            samples = self.prediction_samples
-            if context.teacher is not None and self.teacher_labels is None:  # frozen: predicted once per run
-                self.teacher_labels = predict_samples(context.teacher, samples, context.device)
-            columns = [("teacher", self.teacher_labels)] if self.teacher_labels is not None else []
-            columns.append(("student", predict_samples(unwrap(context.student), samples, context.device)))
-            panels = render_predictions(samples, columns)
-            self.tracking.log_prediction_panels(self.logger, panels, step=context.iteration)
+            self.log_predictions(context, self.prediction_samples)
         config = context.config
         if config.job == "teacher" and context.iteration in config.teacher.milestones:
             self.tracking.register_teacher(
@@ -458,6 +452,14 @@ class RankZeroTracker:
                 arch=config.student.arch,
                 aliases=[self.tracking.milestone_alias(context.iteration)],
             )
+
+    def log_predictions(self, context: LoopContext, samples: PredictionSamples) -> None:
+        """Pictures of the fixed val images: image | truth | teacher (if any) | the student now."""
+        if context.teacher is not None and self.teacher_labels is None:  # frozen: predicted once per run
+            self.teacher_labels = predict_samples(context.teacher, samples, context.device)
+        columns = [("teacher", self.teacher_labels)] if self.teacher_labels is not None else []
+        columns.append(("student", predict_samples(unwrap(context.student), samples, context.device)))
+        self.tracking.log_prediction_panels(self.logger, render_predictions(samples, columns), step=context.iteration)
 
     def finish(self, context: LoopContext) -> None:
         if self.logger and context.channel_weight_history:
