@@ -298,6 +298,8 @@ class TrackingConfig(StrictModel):
 
     uri: str | None = None  # None: sqlite store + artifact folder under output_dir/mlflow
     experiment: str = "hwd-tune"
+    prediction_images: int = Field(4, ge=0)  # val images pictured with their predictions at each new best; 0 = off
+    system_metrics_interval_s: float = Field(5.0, ge=0.0)  # seconds between CPU/memory/GPU samples; 0 = off
 
 
 class PrecisionConfig(StrictModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import tempfile
 import time
 from contextlib import nullcontext
@@ -40,6 +41,7 @@ from trainables.checkpointing import (
     save_checkpoint,
 )
 from trainables.hooks import LoopHooks
+from trainables.predictions import PredictionSamples, load_prediction_samples, predict_samples, render_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -403,14 +405,26 @@ class RankZeroTracker:
         self.tracking_uri = loop_config.get("tracking_uri")
         self.run_id = loop_config.get("mlflow_run_id")
         self.last_steps: dict[str, int] = {}
+        self.system_metrics = None  # MLflow's monitor thread, while it samples
+        self.prediction_samples: PredictionSamples | None = None
+        self.teacher_labels: list[Tensor] | None = None
         if context.rank == 0 and self.run_id:
             from hwd_tune import tracking
 
             self.tracking = tracking
             self.logger = tracking.RunLogger(self.tracking_uri, self.run_id)
             self.last_steps = self.logger.last_steps()
+            self.logged_through = self.last_steps.get("val_miou", -1)  # validations an earlier attempt logged
             if context.restore_notes:
                 self.logger.set_tags({"hwd.checkpoint_fallback": " || ".join(context.restore_notes)})
+            settings = context.config.tracking
+            if settings.prediction_images:
+                self.prediction_samples = load_prediction_samples(context.config.data, settings.prediction_images)
+            if settings.system_metrics_interval_s:
+                node = {"ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname()}
+                self.system_metrics = tracking.start_system_metrics(
+                    self.tracking_uri, self.run_id, interval_s=settings.system_metrics_interval_s, node=node
+                )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.logger:
@@ -426,6 +440,8 @@ class RankZeroTracker:
             return
         if improved:
             self.logger.log_class_iou(iou, context.class_names, step=context.iteration)
+        if improved and self.prediction_samples is not None and context.iteration > self.logged_through:
+            self.log_predictions(context, self.prediction_samples)
         config = context.config
         if config.job == "teacher" and context.iteration in config.teacher.milestones:
             self.tracking.register_teacher(
@@ -437,11 +453,25 @@ class RankZeroTracker:
                 aliases=[self.tracking.milestone_alias(context.iteration)],
             )
 
+    def log_predictions(self, context: LoopContext, samples: PredictionSamples) -> None:
+        """Pictures of the fixed val images: image | truth | teacher (if any) | the student now."""
+        if context.teacher is not None and self.teacher_labels is None:  # frozen: predicted once per run
+            self.teacher_labels = predict_samples(context.teacher, samples, context.device)
+        columns = [("teacher", self.teacher_labels)] if self.teacher_labels is not None else []
+        columns.append(("student", predict_samples(unwrap(context.student), samples, context.device)))
+        self.tracking.log_prediction_panels(self.logger, render_predictions(samples, columns), step=context.iteration)
+
     def finish(self, context: LoopContext) -> None:
         if self.logger and context.channel_weight_history:
             iterations = [i for i, _ in context.channel_weight_history]
             weights = [w for _, w in context.channel_weight_history]
             self.logger.log_channel_weights(iterations, weights, context.class_names)
+
+    def close(self) -> None:
+        """Stops the system metrics (their last samples are flushed); also when the loop fails."""
+        if self.system_metrics is not None:
+            self.system_metrics.finish()
+            self.system_metrics = None
 
 
 def is_validation_iteration(context: LoopContext) -> bool:
@@ -464,7 +494,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             report_finished_run(context, meta)
             return
     tracker = RankZeroTracker(context, loop_config)
-    hooks = LoopHooks.from_loop_config(loop_config, context.rank)
+    try:
+        train_iterations(context, tracker, LoopHooks.from_loop_config(loop_config, context.rank))
+    finally:
+        tracker.close()
+
+
+def train_iterations(context: LoopContext, tracker: RankZeroTracker, hooks: LoopHooks) -> None:
+    """From the context's iteration to max_iters: steps, logs, validations and checkpoints."""
+    schedule = context.config.schedule
     global_batch = schedule.batch_size
 
     context.student.train()

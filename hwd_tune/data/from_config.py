@@ -81,14 +81,14 @@ def training_set(data: DataConfig) -> tuple[Dataset, Any]:
     return dataset, transforms
 
 
-def validation_set(data: DataConfig) -> Dataset:
-    """Validation dataset on whole images, normalised: the official val split, or the held-out
-    training images when data.holdout.validate_on is "holdout"."""
+def validation_set(data: DataConfig, *, normalised: bool = True) -> Dataset:
+    """Validation dataset on whole images, normalised (or as stored, uint8, for pictures): the
+    official val split, or the held-out training images when data.holdout.validate_on is "holdout"."""
     on_holdout = data.holdout.validate_on == "holdout"
     dataset = build_dataset(
         data.name,
         split="train" if on_holdout else "val",
-        transforms=eval_transforms(**normalization(data.normalization)),
+        transforms=eval_transforms(**normalization(data.normalization)) if normalised else None,
         **_source_arguments(data, "train" if on_holdout else "val"),
     )
     if on_holdout:

@@ -6,7 +6,8 @@ runs are named), `searcher` (Optuna TPE/grid, ASHA, the resumable searcher), `se
 plots, the best config), `tuning_split` (the held-out images trials are scored on),
 `final_stage` (the best configurations, Table I and the baselines retrained with several seeds)
 with `statistics` (means, intervals, paired tests), `verdict` (the final stage in words),
-`board_feed` (Tune's trial events onto the command's screen) and `quickstart` (the README's main job).
+`board_feed` (Tune's trial events onto the command's screen), `predictions` (the winner beside CWD
+in pictures on the parent run) and `quickstart` (the README's main job).
 """
 
 from hwd_tune.sweep.config import (

@@ -35,7 +35,7 @@ from hwd_tune.sweep.config import (
     trial_train_config,
     tuned_baseline_sweep,
 )
-from hwd_tune.sweep.final_stage import candidates, run_final_stage
+from hwd_tune.sweep.final_stage import FinalStageResult, candidates, run_final_stage
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops
 from hwd_tune.sweep.layout import (
     STOPPED_AT_TAG,
@@ -49,6 +49,7 @@ from hwd_tune.sweep.layout import (
     sweep_storage,
     trial_run_key,
 )
+from hwd_tune.sweep.predictions import log_final_predictions
 from hwd_tune.sweep.searcher import (
     build_scheduler,
     build_searcher,
@@ -351,8 +352,20 @@ def _search_and_retrain(
         )
         adopt_final_winner(sweep, summary)
         _record_in_study(sweep, summary)
+        summary.notes += _final_predictions(sweep, summary.final_stage, parent, tracking_uri)
     write_report(sweep, summary, parent)
     return summary
+
+
+def _final_predictions(
+    sweep: SweepConfig, final: FinalStageResult, parent: tracking.RunLogger, tracking_uri: str
+) -> list[str]:
+    """The winner beside CWD in pictures on the parent run; one that cannot be drawn is a note, not a failure."""
+    try:
+        log_final_predictions(sweep, final, parent, tracking_uri)
+    except Exception as error:  # noqa: BLE001 - the sweep's numbers stand without its pictures
+        return [f"prediction pictures of the final stage failed: {failure_reason(error)}"]
+    return []
 
 
 def _kill_running_children(tracking_uri: str, experiment: str, parent_run_id: str) -> None:

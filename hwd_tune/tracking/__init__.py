@@ -2,12 +2,14 @@
 
 Modules, one subject each: `store` (tracking URIs, the client, redaction), `runs` (runs found
 again by their key, the tags searched by), `params` (a config as params), `run_logger` (what a
-run logs) with `plots` (its tables and pictures), `registry` (teacher versions and aliases) and
+run logs) with `plots` (its tables and pictures), `predictions` (pictures of predictions),
+`system_metrics` (MLflow's CPU/memory/GPU monitor), `registry` (teacher versions and aliases) and
 `teachers` (a teacher source to a local file). Conventions other parts rely on are in
 docs/architecture.md, "Names that other parts rely on".
 """
 
 from hwd_tune.tracking.params import PARAM_ALIASES, flatten_params
+from hwd_tune.tracking.predictions import PREDICTIONS_KEY, log_prediction_files, log_prediction_panels
 from hwd_tune.tracking.registry import (
     CHECKPOINT_FILE,
     TEACHER_ARTIFACT_ROOT,
@@ -51,6 +53,12 @@ from hwd_tune.tracking.store import (
     relocate_sqlite_store,
     resolve_tracking_uri,
 )
+from hwd_tune.tracking.system_metrics import (
+    NODE_HOSTNAME_TAG,
+    NODE_IP_TAG,
+    SYSTEM_METRIC_PREFIX,
+    start_system_metrics,
+)
 from hwd_tune.tracking.teachers import TeacherLocation, is_mlflow_source, locate_teacher, resolve_teacher
 
 __all__ = [
@@ -59,14 +67,18 @@ __all__ = [
     "CONFIG_HASH_TAG",
     "FAILURE_REASON_TAG",
     "MLFLOW_FOLDER",
+    "NODE_HOSTNAME_TAG",
+    "NODE_IP_TAG",
     "PARAM_ALIASES",
     "PLAN_DATASET_TAG",
     "PLAN_METHOD_TAG",
     "PLAN_SEED_TAG",
     "PLAN_STUDENT_TAG",
     "PLAN_TAG",
+    "PREDICTIONS_KEY",
     "RESUME_COUNT_TAG",
     "RUN_KEY_TAG",
+    "SYSTEM_METRIC_PREFIX",
     "SYSTEM_TAG_PREFIX",
     "TEACHER_ARTIFACT_ROOT",
     "TEACHER_FILES",
@@ -84,6 +96,8 @@ __all__ = [
     "is_mlflow_source",
     "latest_metrics",
     "locate_teacher",
+    "log_prediction_files",
+    "log_prediction_panels",
     "milestone_alias",
     "missing_local_store",
     "redact_uri",
@@ -93,6 +107,7 @@ __all__ = [
     "resolve_teacher",
     "resolve_tracking_uri",
     "start_run",
+    "start_system_metrics",
     "system_facts",
     "teacher_model_name",
 ]

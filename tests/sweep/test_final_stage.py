@@ -177,3 +177,7 @@ def test_a_final_stage_with_a_tuned_baseline_resumes_after_a_kill_and_reports_se
     assert main_study.user_attrs["final_stage_winner"] == final.winner
     assert (summary.report_dir / "final_stage.csv").is_file()
     assert (summary.report_dir / "plots" / "final_stage.png").is_file()
+    # the winner beside CWD in pictures on the parent run, one per val image (4 of the 8)
+    assert not [note for note in summary.notes if "prediction pictures" in note], summary.notes
+    pictures = [info.path for info in client.list_artifacts(parent.info.run_id, "sweep/predictions")]
+    assert pictures == [f"sweep/predictions/val_{index:04d}.png" for index in (0, 2, 5, 7)]
