@@ -96,5 +96,5 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
         scored_on = "the held-out training images" if sweep.search.tune_on == "holdout" else "val"
         console.print(f"best HWD setting: {best} -> mIoU {summary.best_val_miou:.2f} on {scored_on}")
         console.print("one run per configuration cannot separate differences smaller than the seed noise")
-    console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}")
+    console.print(f"compare the trials in the MLflow UI: {summary.mlflow_ui_hint()}")
     return summary

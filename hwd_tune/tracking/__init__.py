@@ -3,8 +3,8 @@
 Modules, one subject each: `store` (tracking URIs, the client, redaction), `runs` (runs found
 again by their key, the tags searched by), `params` (a config as params), `run_logger` (what a
 run logs) with `plots` (its tables and pictures), `registry` (teacher versions and aliases) and
-`teachers` (a teacher source to a local file). Conventions other parts rely on are in
-docs/architecture.md, "Names that other parts rely on".
+`teachers` (a teacher source to a local file), `ui_view` (a link that opens the UI on a comparison).
+Conventions other parts rely on are in docs/architecture.md, "Names that other parts rely on".
 """
 
 from hwd_tune.tracking.params import PARAM_ALIASES, flatten_params
@@ -52,6 +52,7 @@ from hwd_tune.tracking.store import (
     resolve_tracking_uri,
 )
 from hwd_tune.tracking.teachers import TeacherLocation, is_mlflow_source, locate_teacher, resolve_teacher
+from hwd_tune.tracking.ui_view import save_runs_view, ui_link
 
 __all__ = [
     "CHANGED_PARAM_TAG_PREFIX",
@@ -92,7 +93,9 @@ __all__ = [
     "relocate_sqlite_store",
     "resolve_teacher",
     "resolve_tracking_uri",
+    "save_runs_view",
     "start_run",
     "system_facts",
     "teacher_model_name",
+    "ui_link",
 ]
