@@ -106,14 +106,18 @@ class SweepSummary:
         return f"mlflow ui --backend-store-uri {tracking.redact_uri(self.tracking_uri)} --host 127.0.0.1 --port 5000"
 
     def mlflow_ui_hint(self) -> str:
-        """The command that starts the UI, then the link that opens it on the trials' comparison."""
+        """The command that starts the UI (none for a tracking server), then the link that opens it
+        on the trials' comparison."""
+        if self.tracking_uri.startswith(("http://", "https://")) and self.mlflow_ui_link:
+            return f"open {self.mlflow_ui_link}"
         link = f" and open {self.mlflow_ui_link}" if self.mlflow_ui_link else ""
         return f"{self.mlflow_ui_command()}{link}"
 
 
 def trials_view(sweep: SweepConfig, tracking_uri: str) -> str:
     """Saves the MLflow UI view of the sweep's trials (one row each: run name, the searched params,
-    val_miou, best first) on its experiment; returns its link on `mlflow ui`'s default address."""
+    val_miou, best first) on its experiment; returns its link on the tracking server, or for a
+    local store on the address of `mlflow_ui_command`."""
     metrics = list(dict.fromkeys(["val_miou", sweep.search.metric]))
     fragment = tracking.save_runs_view(
         tracking_uri,
@@ -126,7 +130,8 @@ def trials_view(sweep: SweepConfig, tracking_uri: str) -> str:
         order_by_metric=sweep.search.metric,
         ascending=sweep.search.mode == "min",
     )
-    return tracking.ui_link(fragment)
+    on_server = tracking_uri.startswith(("http://", "https://"))
+    return tracking.ui_link(fragment, tracking.redact_uri(tracking_uri)) if on_server else tracking.ui_link(fragment)
 
 
 def status_of(iterations: int, sweep: SweepConfig, failed: bool) -> TrialStatus:

@@ -75,8 +75,9 @@ def rendered_page(url: str, timeout_s: float = 300) -> str:
 def test_the_printed_link_opens_the_trials_with_their_params_and_val_miou(http_server, tmp_path):
     """A sweep's runs as the sweep logs them (a teacher, the parent, its trials nested under it) on
     a real `mlflow server`; the link the sweep prints lists the trials, by name, with their val mIoU."""
-    sweep = tiny_sweep(tmp_path, "teacher.pt", tracking={"experiment": "ui", "uri": http_server})
-    uri = sweep.train.tracking.uri
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    sweep.train.tracking.uri = uri = http_server
+    sweep.train.tracking.experiment = "ui"
     teacher = tracking.start_run(tracking_uri=uri, experiment="ui", run_key="teacher", run_name="the-teacher")
     tracking.RunLogger(uri, teacher).finish("FINISHED")
     parent_tags = {layout.SWEEP_TAG: sweep.name, "hwd.job": "sweep"}
@@ -99,9 +100,9 @@ def test_the_printed_link_opens_the_trials_with_their_params_and_val_miou(http_s
         trial.finish("FINISHED")
     tracking.RunLogger(uri, parent).finish("FINISHED")
 
-    link = summary.trials_view(sweep, uri)
-    assert link.startswith(f"{ui_view.DEFAULT_UI_ADDRESS}/#/experiments/")
-    page = rendered_page(link.replace(ui_view.DEFAULT_UI_ADDRESS, http_server))
+    link = summary.trials_view(sweep, uri)  # what the sweep prints
+    assert link.startswith(f"{http_server}/#/experiments/")
+    page = rendered_page(link)
 
     client = MlflowClient(uri)
     trials = client.search_runs([client.get_experiment_by_name("ui").experiment_id], "tags.`hwd.job` = 'trial'")
