@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from hwd_tune.storage import join, ray_storage_root
 from hwd_tune.sweep.config import SweepConfig
@@ -53,6 +54,18 @@ def sweep_key(sweep: SweepConfig) -> str:
     content["search"].pop("storage", None)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
     return f"sweep-{sweep.name}-{digest}"
+
+
+_PARAM_SYMBOLS = {"tau": "τ", "mu": "μ", "beta": "β"}  # as the paper writes them
+
+
+def trial_run_name(method: str, params: dict[str, Any]) -> str:
+    """A trial's MLflow run name, its sampled params: `hwd τ=4 μ=0 β=0.1` (the UI lists runs by name)."""
+    shown = " ".join(
+        f"{_PARAM_SYMBOLS.get(name, name)}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in params.items()
+    )
+    return f"{method} {shown}".strip()
 
 
 def trial_run_key(parent_key: str, trial_id: str) -> str:

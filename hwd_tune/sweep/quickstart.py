@@ -98,5 +98,5 @@ def run_quickstart(*, output_dir: str = "outputs", console: Console | None = Non
         soft_wrap=True,
         highlight=False,
     )
-    console.print(f"open the MLflow UI: {summary.mlflow_ui_command()}", soft_wrap=True, highlight=False)
+    console.print(f"compare the trials in the MLflow UI: {summary.mlflow_ui_hint()}", soft_wrap=True, highlight=False)
     return summary

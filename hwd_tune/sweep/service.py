@@ -48,6 +48,7 @@ from hwd_tune.sweep.layout import (
     sweep_key,
     sweep_storage,
     trial_run_key,
+    trial_run_name,
 )
 from hwd_tune.sweep.predictions import log_final_predictions
 from hwd_tune.sweep.searcher import (
@@ -72,6 +73,7 @@ from hwd_tune.sweep.summary import (
     summarise,
     trial_error,
     trial_rows,
+    trials_view,
     write_report,
 )
 from hwd_tune.sweep.tuning_split import log_tuning_split
@@ -109,7 +111,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
             tracking_uri=setup.tracking_uri,
             experiment=config.tracking.experiment,
             run_key=trial_run_key(setup.parent_key, trial_id),
-            run_name=f"{sweep.name}-{trial_id}",
+            run_name=trial_run_name(config.method.name, params),
             tags={SWEEP_TAG: sweep.name, TRIAL_ID_TAG: trial_id, "hwd.job": "trial", "hwd.method": config.method.name},
             parent_run_id=setup.parent_run_id,
         ),
@@ -330,6 +332,7 @@ def _search_and_retrain(
     trials, experiment_path = searching.search(sweep)
     summary = summarise(sweep, trials, parent.run_id, tracking_uri, experiment_path)
     summary.tuning_split = tuning_split
+    summary.mlflow_ui_link = trials_view(sweep, tracking_uri)
     summary.notes += close_orphaned_optuna_trials(sweep, _started_run(sweep, tracking_uri, parent.run_id))
     summary.tuned_baselines = [searching.tuned_baseline(search) for search in tuned_searches]
     final = sweep.search.final

@@ -26,6 +26,7 @@ from hwd_tune.sweep.fidelity import RungCorrelation, noisy_rung_notes, sweep_run
 from hwd_tune.sweep.layout import (
     BEST_CONFIG_FILE,
     REPORT_FOLDER,
+    SWEEP_TAG,
     TRIALS_FOLDER,
     sweep_dir,
     sweep_storage,
@@ -100,10 +101,39 @@ class SweepSummary:
     best_trial_checkpoint: Path | None = None  # the best trial's best whole checkpoint (its weights)
     tuning_split: str = ""  # one line: which images the trials were scored on (sweep.tuning_split)
     rung_correlations: list[RungCorrelation] = field(default_factory=list)  # one per ASHA rung
+    mlflow_ui_link: str = ""  # the UI's runs table on this sweep's trials (`trials_view`)
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
         return f"mlflow ui --backend-store-uri {tracking.redact_uri(self.tracking_uri)} --host 127.0.0.1 --port 5000"
+
+    def mlflow_ui_hint(self) -> str:
+        """The command that starts the UI (none for a tracking server), then the link that opens it
+        on the trials' comparison."""
+        if self.tracking_uri.startswith(("http://", "https://")) and self.mlflow_ui_link:
+            return f"open {self.mlflow_ui_link}"
+        link = f" and open {self.mlflow_ui_link}" if self.mlflow_ui_link else ""
+        return f"{self.mlflow_ui_command()}{link}"
+
+
+def trials_view(sweep: SweepConfig, tracking_uri: str) -> str:
+    """Saves the MLflow UI view of the sweep's trials (one row each: run name, the searched params,
+    val_miou, best first) on its experiment; returns its link on the tracking server, or for a
+    local store on the address of `mlflow_ui_command`."""
+    metrics = list(dict.fromkeys(["val_miou", sweep.search.metric]))
+    fragment = tracking.save_runs_view(
+        tracking_uri,
+        sweep.train.tracking.experiment,
+        key=re.sub(r"[^A-Za-z0-9_-]", "-", f"sweep-{sweep.name}"),
+        name=f"sweep {sweep.name}: trials by {sweep.search.metric}",
+        search_filter=f"tags.`{SWEEP_TAG}` = '{sweep.name}' and tags.`hwd.job` = 'trial'",
+        params=list(sweep.search.space),
+        metrics=metrics,
+        order_by_metric=sweep.search.metric,
+        ascending=sweep.search.mode == "min",
+    )
+    on_server = tracking_uri.startswith(("http://", "https://"))
+    return tracking.ui_link(fragment, tracking.redact_uri(tracking_uri)) if on_server else tracking.ui_link(fragment)
 
 
 def status_of(iterations: int, sweep: SweepConfig, failed: bool) -> TrialStatus:
@@ -268,7 +298,8 @@ def write_best_config(sweep: SweepConfig, summary: SweepSummary) -> Path | None:
 
 
 def write_optuna_plots(sweep: SweepConfig, folder: Path) -> list[str]:
-    """Optimisation history, parameter importances and the tau x beta, mu x beta contours as PNGs.
+    """Optimisation history, parameter importances, the parallel coordinates of the params against
+    the metric, and the tau x beta, mu x beta contours as PNGs.
 
     Returns notes on the plots that could not be made (importances need >= 2 completed trials).
     """
@@ -286,6 +317,9 @@ def write_optuna_plots(sweep: SweepConfig, folder: Path) -> list[str]:
     notes = []
     if len(completed) >= 2:
         plots["param_importances"] = lambda: optuna_plots.plot_param_importances(study)
+        plots["parallel_coordinate"] = lambda: optuna_plots.plot_parallel_coordinate(
+            study, params=list(sweep.search.space), target_name=sweep.search.metric
+        )
         for first, second in (("tau", "beta"), ("mu", "beta")):
             if first in sweep.search.space and second in sweep.search.space:
                 plots[f"contour_{first}_{second}"] = lambda pair=(first, second): optuna_plots.plot_contour(
@@ -342,7 +376,7 @@ def write_report(sweep: SweepConfig, summary: SweepSummary, parent: tracking.Run
 
 def _summary_record(summary: SweepSummary) -> dict[str, Any]:
     record = dataclasses.asdict(summary)
-    record["mlflow_ui"] = summary.mlflow_ui_command()
+    record["mlflow_ui"] = summary.mlflow_ui_hint()
     record["tracking_uri"] = tracking.redact_uri(summary.tracking_uri)
     record["optuna_storage"] = tracking.redact_uri(summary.optuna_storage)
     if summary.final_stage is not None:
@@ -397,7 +431,7 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
         console.print(f"best trial's weights: {summary.best_trial_checkpoint}")
     for note in summary.notes:
         console.print(f"[yellow]note[/yellow]: {note}")
-    console.print(f"MLflow parent run {summary.parent_run_id}; open the UI with: {summary.mlflow_ui_command()}")
+    console.print(f"MLflow parent run {summary.parent_run_id}; the trials side by side: {summary.mlflow_ui_hint()}")
     console.print(
         f"Optuna study {summary.name!r} in {tracking.redact_uri(summary.optuna_storage)} "
         f"(optuna-dashboard {tracking.redact_uri(summary.optuna_storage)})"

@@ -3,9 +3,10 @@
 Modules, one subject each: `store` (tracking URIs, the client, redaction), `runs` (runs found
 again by their key, the tags searched by), `params` (a config as params), `run_logger` (what a
 run logs) with `plots` (its tables and pictures), `predictions` (pictures of predictions),
-`system_metrics` (MLflow's CPU/memory/GPU monitor), `registry` (teacher versions and aliases) and
-`teachers` (a teacher source to a local file). Conventions other parts rely on are in
-docs/architecture.md, "Names that other parts rely on".
+`system_metrics` (MLflow's CPU/memory/GPU monitor), `registry` (teacher versions and aliases),
+`teachers` (a teacher source to a local file) and `ui_view` (a link that opens the UI on a
+comparison). Conventions other parts rely on are in docs/architecture.md, "Names that other parts
+rely on".
 """
 
 from hwd_tune.tracking.params import PARAM_ALIASES, flatten_params
@@ -60,6 +61,7 @@ from hwd_tune.tracking.system_metrics import (
     start_system_metrics,
 )
 from hwd_tune.tracking.teachers import TeacherLocation, is_mlflow_source, locate_teacher, resolve_teacher
+from hwd_tune.tracking.ui_view import save_runs_view, ui_link
 
 __all__ = [
     "CHANGED_PARAM_TAG_PREFIX",
@@ -106,8 +108,10 @@ __all__ = [
     "relocate_sqlite_store",
     "resolve_teacher",
     "resolve_tracking_uri",
+    "save_runs_view",
     "start_run",
     "start_system_metrics",
     "system_facts",
     "teacher_model_name",
+    "ui_link",
 ]

@@ -142,6 +142,7 @@ def test_resume_after_the_driver_is_killed_continues_without_re_running_finished
     for row in summary.trials:
         child = client.get_run(row.run_id)
         assert child.data.tags[layout.TRIAL_STATUS_TAG] == "completed"
+        assert child.info.run_name == layout.trial_run_name("hwd", row.params)  # e.g. hwd τ=4 μ=0 β=0.1
         for name in ("tau", "mu", "beta"):
             assert float(child.data.params[name]) == pytest.approx(row.params[name])
         assert child.data.metrics["best_val_miou"] == pytest.approx(row.val_miou)
@@ -154,13 +155,19 @@ def test_resume_after_the_driver_is_killed_continues_without_re_running_finished
     for name, value in summary.best_params.items():
         assert best_config.method.params[name] == pytest.approx(value)
     assert best_config.job == "distill" and best_config.schedule.max_iters == 8
-    assert (summary.report_dir / "plots" / "optimization_history.png").is_file()
+    for plot in ("optimization_history", "parallel_coordinate"):
+        assert (summary.report_dir / "plots" / f"{plot}.png").is_file(), plot
     assert summary.best_trial_checkpoint.parent.name == f"trial-{best.trial_id}"
     assert json.loads((summary.best_trial_checkpoint / "meta.json").read_text())["val_miou"] == pytest.approx(
         best.val_miou
     )
     assert yaml.safe_load((summary.report_dir / "search_space.json").read_text()) == SPACE
     assert summary.mlflow_ui_command().endswith("--host 127.0.0.1 --port 5000")
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert summary.mlflow_ui_link == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=sweep-tiny"
+    )
+    assert "mlflow.sharedViewState.sweep-tiny" in experiment.tags
 
 
 def test_the_checks_before_start_cover_the_trials_each_baseline_and_the_final_stage(tmp_path):

@@ -3,6 +3,8 @@ budget, and the rung correlations' way into the summary, its report, the parent 
 
 from __future__ import annotations
 
+import dataclasses
+
 from hwd_tune.sweep import summary
 from tests.sweep.helpers import tiny_sweep
 
@@ -140,3 +142,14 @@ def test_rung_correlations_reach_the_summary_the_report_the_parent_run_and_the_p
         "over 5 completed trials"
     ) in printed
     assert f"note: {noise}" in printed
+
+
+def test_the_ui_hint_starts_a_local_ui_and_opens_the_trials_view(tmp_path):
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    link = "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=sweep-tiny"
+    local = best_summary(sweep, tmp_path, mlflow_ui_link=link)
+    assert local.mlflow_ui_hint() == (
+        f"mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000 and open {link}"
+    )
+    served = dataclasses.replace(local, tracking_uri="http://mlflow:5000", mlflow_ui_link="http://mlflow:5000/#/x")
+    assert served.mlflow_ui_hint() == "open http://mlflow:5000/#/x"

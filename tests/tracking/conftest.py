@@ -91,7 +91,7 @@ def http_server(tmp_path):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded 2-core machine takes minutes to start it
         while True:
             try:
                 urllib.request.urlopen(f"{uri}/health", timeout=2)
