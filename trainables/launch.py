@@ -260,7 +260,7 @@ def run_training(
     if skipped:
         logger.set_tags({"hwd.best_checkpoint_note": " | ".join(skipped)})
     if best is not None:
-        publish_best(config, tracking_uri, run_id, logger, best)
+        publish_best(config, tracking_uri, run_id, logger, best, register_student=parent_run_id is None)
     logger.finish("FINISHED")
     return {
         "run_id": run_id,
@@ -289,9 +289,13 @@ def best_whole_checkpoint(result: Any) -> tuple[Path | None, list[str]]:
     return None, skipped
 
 
-def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path) -> None:
-    """Logs the best weights (model.pt + meta.json, not the optimiser state) on the run, and for
-    a teacher sets the registry alias "best" on a version holding them."""
+def publish_best(
+    config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path, *, register_student: bool = True
+) -> None:
+    """Logs the best weights (model.pt + meta.json, not the optimiser state) on the run; for a
+    teacher sets the registry alias "best" on a version holding them, and for a distilled student
+    (`register_student`: a run of its own, not a sweep's or a plan's, whose winner is registered
+    there) the alias "best-<method>" on a student version, an MLflow model returning class maps."""
     from hwd_tune import tracking
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -307,6 +311,13 @@ def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: An
                 dataset=config.data.name,
                 arch=config.student.arch,
                 aliases=["best"],
+            )
+        elif config.job == "distill" and register_student:
+            tracking.register_student(
+                tracking_uri=tracking_uri,
+                run_id=run_id,
+                checkpoint_dir=temporary,
+                aliases=[tracking.best_alias(config.method.name)],
             )
 
 

@@ -2,9 +2,11 @@
 
 Modules, one subject each: `store` (tracking URIs, the client, redaction), `runs` (runs found
 again by their key, the tags searched by), `params` (a config as params), `run_logger` (what a
-run logs) with `plots` (its tables and pictures), `registry` (teacher versions and aliases) and
-`teachers` (a teacher source to a local file). Conventions other parts rely on are in
-docs/architecture.md, "Names that other parts rely on".
+run logs) with `plots` (its tables and pictures), `registry` (teacher versions and aliases),
+`teachers` (a teacher source to a local file) and `students` (student versions as MLflow pyfunc
+models that return class maps, `student_pyfunc` being that model's code; a model URI to a local
+checkpoint). Conventions other parts rely on are in docs/architecture.md, "Names that other parts
+rely on".
 """
 
 from hwd_tune.tracking.params import PARAM_ALIASES, flatten_params
@@ -51,9 +53,21 @@ from hwd_tune.tracking.store import (
     relocate_sqlite_store,
     resolve_tracking_uri,
 )
+from hwd_tune.tracking.students import (
+    BEST_CHECKPOINT_ARTIFACT,
+    CHAMPION_ALIAS,
+    STUDENT_ARTIFACT_ROOT,
+    best_alias,
+    register_run_student,
+    register_student,
+    resolve_student,
+    student_model_name,
+)
 from hwd_tune.tracking.teachers import TeacherLocation, is_mlflow_source, locate_teacher, resolve_teacher
 
 __all__ = [
+    "BEST_CHECKPOINT_ARTIFACT",
+    "CHAMPION_ALIAS",
     "CHANGED_PARAM_TAG_PREFIX",
     "CHECKPOINT_FILE",
     "CONFIG_HASH_TAG",
@@ -67,6 +81,7 @@ __all__ = [
     "PLAN_TAG",
     "RESUME_COUNT_TAG",
     "RUN_KEY_TAG",
+    "STUDENT_ARTIFACT_ROOT",
     "SYSTEM_TAG_PREFIX",
     "TEACHER_ARTIFACT_ROOT",
     "TEACHER_FILES",
@@ -76,6 +91,7 @@ __all__ = [
     "FoundRun",
     "RunLogger",
     "TeacherLocation",
+    "best_alias",
     "default_artifact_location",
     "default_tracking_uri",
     "find_run_id",
@@ -87,12 +103,16 @@ __all__ = [
     "milestone_alias",
     "missing_local_store",
     "redact_uri",
+    "register_run_student",
+    "register_student",
     "register_teacher",
     "registered_version",
     "relocate_sqlite_store",
+    "resolve_student",
     "resolve_teacher",
     "resolve_tracking_uri",
     "start_run",
+    "student_model_name",
     "system_facts",
     "teacher_model_name",
 ]
