@@ -4,6 +4,9 @@ reference class maps the deploy tests compare against, computed by evaluation's 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,3 +53,24 @@ def reference_class_maps(checkpoint: Path, images: Tensor, num_classes: int = NU
     load_weights(model, checkpoint / "model.pt", strict=True)
     with torch.inference_mode():
         return predict_scores(model.eval(), images, images.shape[-2:]).argmax(dim=1)
+
+
+@contextmanager
+def fluent_mlflow_store(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (`mlflow.pyfunc.load_model("models:/...")`) pointed at `tracking_uri`, then
+    put back: `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI, which later tests would inherit."""
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from hwd_tune import tracking
-from tests.deploy.helpers import reference_class_maps, write_student
+from tests.deploy.helpers import fluent_mlflow_store, reference_class_maps, write_student
 from tests.tracking.helpers import new_run
 
 NAME = "student-synthetic-deeplabv3_resnet18"
@@ -32,15 +32,14 @@ def registered(store, tmp_path_factory):
 
 def test_a_registered_student_loads_as_pyfunc_and_predicts_the_checkpoints_class_maps(store, registered, client):
     _, checkpoint, version = registered
-    mlflow.set_tracking_uri(store[1])
-    mlflow.set_registry_uri(store[1])
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@best-hwd")
+    with fluent_mlflow_store(store[1]):
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}@best-hwd")
+        info = mlflow.models.get_model_info(f"models:/{NAME}@best-hwd")
     images = np.random.default_rng(1).normal(size=(3, 3, 40, 48)).astype(np.float32)
     classes = model.predict(images)
     assert classes.dtype == np.int64 and classes.shape == (3, 40, 48)
     assert np.array_equal(classes, reference_class_maps(checkpoint, torch.from_numpy(images)).numpy())
 
-    info = mlflow.models.get_model_info(f"models:/{NAME}@best-hwd")
     [inputs], [outputs] = info.signature.inputs.inputs, info.signature.outputs.inputs
     assert (inputs.type, inputs.shape) == (np.dtype(np.float32), (-1, 3, -1, -1))
     assert (outputs.type, outputs.shape) == (np.dtype(np.int64), (-1, -1, -1))
