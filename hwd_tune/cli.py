@@ -356,7 +356,7 @@ def export(
                 model_uri,
                 format_.value,
                 out=out,
-                tracking_uri=tracking.resolve_tracking_uri(tracking_uri, output_dir),
+                tracking_uri=tracking_uri or tracking.resolve_tracking_uri(None, output_dir),
                 image_paths=images or (),
                 count=count,
                 tolerance=deploy.DEFAULT_TOLERANCE if tolerance is None else tolerance,
@@ -390,7 +390,7 @@ def predict(
     with _exit_codes():
         try:
             written = deploy.predict_files(
-                model_uri, images, out, tracking_uri=tracking.resolve_tracking_uri(tracking_uri, output_dir)
+                model_uri, images, out, tracking_uri=tracking_uri or tracking.resolve_tracking_uri(None, output_dir)
             )
         except (ValueError, FileNotFoundError) as error:
             console.print("[red]cannot predict[/red]:")
