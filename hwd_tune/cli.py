@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -338,6 +339,102 @@ def quickstart(
             except (ConfigError, ValueError, FileNotFoundError) as error:
                 console.print(f"[red]quickstart stopped[/red]: {error}")
                 raise typer.Exit(code=2) from None
+
+
+ModelUriArgument = Annotated[
+    str,
+    typer.Argument(
+        help="models:/student-<dataset>-<arch>@champion (or /<version>), runs:/<id>/best_checkpoint, "
+        "or a checkpoint directory (model.pt + meta.json)."
+    ),
+]
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow store of models:/ and runs:/ URIs; default: MLFLOW_TRACKING_URI, "
+        "else the store under --output-dir.",
+    ),
+]
+OutputDirOption = Annotated[str, typer.Option("--output-dir", help="Where the default MLflow store lives.")]
+
+
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    model_uri: ModelUriArgument,
+    format_: Annotated[ExportFormat, typer.Option("--format", help="The deployable file's format.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write; default student-<dataset>-<arch>.pt|.onnx.")
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--images", help="Check on these image files (repeatable); default: validation images."),
+    ] = None,
+    count: Annotated[int, typer.Option("--count", help="Validation images to check on, without --images.")] = 4,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="Largest accepted |logit difference| (default 0.001).")
+    ] = None,
+    tracking_uri: TrackingUriOption = None,
+    output_dir: OutputDirOption = "outputs",
+) -> None:
+    """Export a student to TorchScript or ONNX and check it against PyTorch on real images (exit 1 if it differs)."""
+    from hwd_tune import deploy, tracking
+
+    with _exit_codes():
+        try:
+            parity = deploy.export_model(
+                model_uri,
+                format_.value,
+                out=out,
+                tracking_uri=tracking_uri or tracking.resolve_tracking_uri(None, output_dir),
+                image_paths=images or (),
+                count=count,
+                tolerance=deploy.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            )
+        except (ValueError, FileNotFoundError) as error:
+            console.print("[red]cannot export[/red]:")
+            console.print(str(error), soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(code=2) from None
+    console.print(parity.describe(), soft_wrap=True, markup=False, highlight=False)
+    if not parity.ok:
+        console.print(
+            f"[red]failed[/red]: the {parity.format} file differs from PyTorch by {parity.max_logit_diff:.3g} > "
+            f"tolerance {parity.tolerance:g}; it was removed",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+    console.print(f"[green]written[/green] {escape(str(parity.path))}", soft_wrap=True)
+
+
+@app.command()
+def predict(
+    model_uri: ModelUriArgument,
+    images: Annotated[list[Path], typer.Argument(help="Image files (.png, .jpg, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <stem>_classes.png and <stem>_overlay.png.")],
+    tracking_uri: TrackingUriOption = None,
+    output_dir: OutputDirOption = "outputs",
+) -> None:
+    """Run a student on image files: a class-index PNG (uint8, uint16 past 256 classes) and a colour overlay each."""
+    from hwd_tune import deploy, tracking
+
+    with _exit_codes():
+        try:
+            written = deploy.predict_files(
+                model_uri, images, out, tracking_uri=tracking_uri or tracking.resolve_tracking_uri(None, output_dir)
+            )
+        except (ValueError, FileNotFoundError) as error:
+            console.print("[red]cannot predict[/red]:")
+            console.print(str(error), soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(code=2) from None
+    for files in written:
+        console.print(
+            f"{files.image} -> {files.classes}, {files.overlay}", soft_wrap=True, markup=False, highlight=False
+        )
 
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)

@@ -296,7 +296,7 @@ def run_training(
     if skipped:
         logger.set_tags({"hwd.best_checkpoint_note": " | ".join(skipped)})
     if best is not None:
-        publish_best(config, tracking_uri, run_id, logger, best)
+        publish_best(config, tracking_uri, run_id, logger, best, register_student=parent_run_id is None)
     logger.finish("FINISHED")
     return {
         "run_id": run_id,
@@ -334,9 +334,13 @@ def local_checkpoint(checkpoint: Any) -> Path:
     return Path(checkpoint.to_directory())
 
 
-def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path) -> None:
-    """Logs the best weights (model.pt + meta.json, not the optimiser state) on the run, and for
-    a teacher sets the registry alias "best" on a version holding them."""
+def publish_best(
+    config: TrainConfig, tracking_uri: str, run_id: str, logger: Any, best: Path, *, register_student: bool = True
+) -> None:
+    """Logs the best weights (model.pt + meta.json, not the optimiser state) on the run; for a
+    teacher sets the registry alias "best" on a version holding them, and for a distilled student
+    (`register_student`: a run of its own, not a sweep's or a plan's, whose winner is registered
+    there) the alias "best-<method>" on a student version, an MLflow model returning class maps."""
     from hwd_tune import tracking
 
     with tempfile.TemporaryDirectory() as temporary:
@@ -353,6 +357,16 @@ def publish_best(config: TrainConfig, tracking_uri: str, run_id: str, logger: An
                 arch=config.student.arch,
                 aliases=["best"],
             )
+        elif config.job == "distill" and register_student:
+            try:
+                tracking.register_student(
+                    tracking_uri=tracking_uri,
+                    run_id=run_id,
+                    checkpoint_dir=temporary,
+                    aliases=[tracking.best_alias(config.method.name)],
+                )
+            except Exception as error:  # noqa: BLE001 - the trained run stands; its weights are logged above
+                logger.set_tags({"hwd.student_registration_failure": _reason(error)})
 
 
 def _reason(error: BaseException) -> str:

@@ -26,12 +26,12 @@ from filelock import FileLock
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from hwd_tune.config import ModelConfig, TrainConfig
+from hwd_tune.config import TrainConfig
 from hwd_tune.data.from_config import info_from_config, training_set, validation_set
 from hwd_tune.data.stream import StreamSampler, TrainingStream, mixed_seed
 from hwd_tune.losses import Distiller, build_distiller, total_loss
 from hwd_tune.metrics import evaluate
-from hwd_tune.models import build_model, feature_channels, freeze_teacher, load_weights
+from hwd_tune.models import feature_channels, freeze_teacher, load_weights, model_from_config
 from hwd_tune.outputs import SegOutput
 from trainables.checkpointing import (
     CorruptCheckpointError,
@@ -105,19 +105,6 @@ def resolve_teacher_weights(config: TrainConfig, tracking_uri: str | None) -> Pa
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / ".lock")):
         return tracking.resolve_teacher(config.teacher.source, tracking_uri=tracking_uri, cache_dir=cache_dir)
-
-
-def model_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
-    """The network a `ModelConfig` describes (random weights)."""
-    norm_layer = (lambda channels: nn.Identity()) if model.norm == "none" else None
-    network = build_model(
-        model.arch, num_classes, aux=model.aux, width_multiplier=model.width_multiplier, norm_layer=norm_layer
-    )
-    if not model.dropout:
-        for module in network.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
-    return network
 
 
 def build_teacher(config: TrainConfig, num_classes: int, weights: Path, device: torch.device) -> nn.Module:

@@ -27,6 +27,7 @@ from trainables.launch import pinned_to_driver, run_name, run_training
 
 FINAL_LABEL_TAG = "hwd.final.label"
 FINAL_SEED_TAG = "hwd.final.seed"
+CHAMPION_TAG = "hwd.champion"  # on the parent run: models:/student-<dataset>-<arch>/<version> of the winner
 Role = Literal["tuned", "table_i", "baseline"]
 LoopConfigHook = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
@@ -182,6 +183,29 @@ def judge(outcomes: list[CandidateResult], seeds: list[int], mode: str) -> Final
                 continue
             comparisons[other.candidate.label] = paired_difference(winner.values, other.values)
     return FinalStageResult(seeds, outcomes, winner.candidate.label if winner else None, comparisons)
+
+
+def register_champion(sweep: SweepConfig, final: FinalStageResult, *, tracking_uri: str) -> str | None:
+    """Registers the winner's best seed run's best weights as `student-<dataset>-<arch>@champion`
+    (an MLflow pyfunc model returning class maps); returns `models:/<name>/<version>`, or None
+    when there is no winner."""
+    if final.winner is None:
+        return None
+    winner = final.result(final.winner)
+    sign = 1.0 if sweep.search.mode == "max" else -1.0
+    seed = max(winner.values, key=lambda each: sign * winner.values[each])
+    name, version = tracking.register_run_student(
+        tracking_uri=tracking_uri,
+        run_id=winner.run_ids[seed],
+        aliases=[tracking.CHAMPION_ALIAS],
+        tags={
+            SWEEP_TAG: sweep.name,
+            FINAL_LABEL_TAG: final.winner,
+            FINAL_SEED_TAG: seed,
+            "hwd.final.mean": winner.stats.mean,
+        },
+    )
+    return f"models:/{name}/{version}"
 
 
 def _tags(sweep: SweepConfig, jobs: Mapping[tuple[str, int], TrainConfig], name: str) -> dict[str, str]:

@@ -35,7 +35,13 @@ from hwd_tune.sweep.config import (
     trial_train_config,
     tuned_baseline_sweep,
 )
-from hwd_tune.sweep.final_stage import FinalStageResult, candidates, run_final_stage
+from hwd_tune.sweep.final_stage import (
+    CHAMPION_TAG,
+    FinalStageResult,
+    candidates,
+    register_champion,
+    run_final_stage,
+)
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops
 from hwd_tune.sweep.layout import (
     STOPPED_AT_TAG,
@@ -356,6 +362,7 @@ def _search_and_retrain(
         adopt_final_winner(sweep, summary)
         _record_in_study(sweep, summary)
         summary.notes += _final_predictions(sweep, summary.final_stage, parent, tracking_uri)
+        _register_champion(sweep, summary, parent, tracking_uri)
     write_report(sweep, summary, parent)
     return summary
 
@@ -369,6 +376,19 @@ def _final_predictions(
     except Exception as error:  # noqa: BLE001 - the sweep's numbers stand without its pictures
         return [f"prediction pictures of the final stage failed: {failure_reason(error)}"]
     return []
+
+
+def _register_champion(
+    sweep: SweepConfig, summary: SweepSummary, parent: tracking.RunLogger, tracking_uri: str
+) -> None:
+    """The final stage's winner registered as `student-<dataset>-<arch>@champion`, named on the parent run."""
+    try:
+        summary.champion = register_champion(sweep, summary.final_stage, tracking_uri=tracking_uri)
+    except Exception as error:  # noqa: BLE001 - the sweep's results stand without a registered model
+        summary.notes.append(f"the champion was not registered: {failure_reason(error)}")
+        return
+    if summary.champion:
+        parent.set_tags({CHAMPION_TAG: summary.champion})
 
 
 def _kill_running_children(tracking_uri: str, experiment: str, parent_run_id: str) -> None:

@@ -102,6 +102,7 @@ class SweepSummary:
     tuning_split: str = ""  # one line: which images the trials were scored on (sweep.tuning_split)
     rung_correlations: list[RungCorrelation] = field(default_factory=list)  # one per ASHA rung
     mlflow_ui_link: str = ""  # the UI's runs table on this sweep's trials (`trials_view`)
+    champion: str | None = None  # models:/student-<dataset>-<arch>/<version> of the final stage's winner
 
     def mlflow_ui_command(self) -> str:
         """How to open the MLflow UI on this sweep's store, bound to the local machine only."""
@@ -413,6 +414,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
             for name, value in summary.best_params.items()
         )
         console.print(f"[bold green]best[/bold green]: {shown}: val_miou {_shown(summary.best_val_miou)}")
+    if summary.champion:
+        console.print(f"champion student: {summary.champion} (alias @champion; hwd-tune export / predict take it)")
     for job in summary.baselines:
         outcome = f"val_miou {_shown(job.val_miou)}" if job.error is None else f"[red]failed[/red]: {job.error}"
         console.print(f"  {job.label} {job.params or ''}: {outcome}")

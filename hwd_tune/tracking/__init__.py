@@ -4,8 +4,9 @@ Modules, one subject each: `store` (tracking URIs, the client, redaction), `runs
 again by their key, the tags searched by), `params` (a config as params), `run_logger` (what a
 run logs) with `plots` (its tables and pictures), `predictions` (pictures of predictions),
 `system_metrics` (MLflow's CPU/memory/GPU monitor), `registry` (teacher versions and aliases),
-`teachers` (a teacher source to a local file) and `ui_view` (a link that opens the UI on a
-comparison). Conventions other parts rely on are in docs/architecture.md, "Names that other parts
+`teachers` (a teacher source to a local file), `students` (student versions as MLflow pyfunc
+models that return class maps, `student_pyfunc` being that model's code; a model URI to a local
+checkpoint) and `ui_view` (a link that opens the UI on a comparison). Conventions other parts
 rely on".
 """
 
@@ -54,6 +55,16 @@ from hwd_tune.tracking.store import (
     relocate_sqlite_store,
     resolve_tracking_uri,
 )
+from hwd_tune.tracking.students import (
+    BEST_CHECKPOINT_ARTIFACT,
+    CHAMPION_ALIAS,
+    STUDENT_ARTIFACT_ROOT,
+    best_alias,
+    register_run_student,
+    register_student,
+    resolve_student,
+    student_model_name,
+)
 from hwd_tune.tracking.system_metrics import (
     NODE_HOSTNAME_TAG,
     NODE_IP_TAG,
@@ -64,6 +75,8 @@ from hwd_tune.tracking.teachers import TeacherLocation, is_mlflow_source, locate
 from hwd_tune.tracking.ui_view import save_runs_view, ui_link
 
 __all__ = [
+    "BEST_CHECKPOINT_ARTIFACT",
+    "CHAMPION_ALIAS",
     "CHANGED_PARAM_TAG_PREFIX",
     "CHECKPOINT_FILE",
     "CONFIG_HASH_TAG",
@@ -80,6 +93,7 @@ __all__ = [
     "PREDICTIONS_KEY",
     "RESUME_COUNT_TAG",
     "RUN_KEY_TAG",
+    "STUDENT_ARTIFACT_ROOT",
     "SYSTEM_METRIC_PREFIX",
     "SYSTEM_TAG_PREFIX",
     "TEACHER_ARTIFACT_ROOT",
@@ -90,6 +104,7 @@ __all__ = [
     "FoundRun",
     "RunLogger",
     "TeacherLocation",
+    "best_alias",
     "default_artifact_location",
     "default_tracking_uri",
     "find_run_id",
@@ -103,14 +118,18 @@ __all__ = [
     "milestone_alias",
     "missing_local_store",
     "redact_uri",
+    "register_run_student",
+    "register_student",
     "register_teacher",
     "registered_version",
     "relocate_sqlite_store",
+    "resolve_student",
     "resolve_teacher",
     "resolve_tracking_uri",
     "save_runs_view",
     "start_run",
     "start_system_metrics",
+    "student_model_name",
     "system_facts",
     "teacher_model_name",
     "ui_link",

@@ -144,7 +144,9 @@ def _unused_artifact_path(client: MlflowClient, run_id: str, wanted: str) -> str
     return f"{parent}/{candidate}"
 
 
-def _ensure_registered_model(client: MlflowClient, name: str, dataset: str, arch: str) -> None:
+def _ensure_registered_model(
+    client: MlflowClient, name: str, dataset: str, arch: str, description: str | None = None
+) -> None:
     try:
         client.get_registered_model(name)
         return
@@ -155,22 +157,25 @@ def _ensure_registered_model(client: MlflowClient, name: str, dataset: str, arch
         client.create_registered_model(
             name,
             tags={"hwd.dataset": dataset, "hwd.arch": arch},
-            description=f"{arch} teachers trained on {dataset} (plain state_dict model.pt)",
+            description=description or f"{arch} teachers trained on {dataset} (plain state_dict model.pt)",
         )
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by another process
             raise
 
 
-def registered_version(tracking_uri: str, source: str) -> tuple[str, str]:
+def registered_version(tracking_uri: str, source: str, role: str = "teacher source") -> tuple[str, str]:
     """(model name, version number) that models:/name@alias or models:/name/version points at.
 
-    Raises ValueError naming the aliases and versions that exist when it points nowhere.
+    Raises ValueError naming the aliases and versions that exist when it points nowhere; `role`
+    names the URI in messages ("teacher source", "model URI").
     """
-    return _registered_version(source, mlflow_client(tracking_uri), tracking_uri)
+    return _registered_version(source, mlflow_client(tracking_uri), tracking_uri, role)
 
 
-def _registered_version(source: str, client: MlflowClient, tracking_uri: str) -> tuple[str, str]:
+def _registered_version(
+    source: str, client: MlflowClient, tracking_uri: str, role: str = "teacher source"
+) -> tuple[str, str]:
     body = source[len("models:/") :].strip("/")
     if "@" in body:
         name, _, alias = body.rpartition("@")
@@ -179,31 +184,29 @@ def _registered_version(source: str, client: MlflowClient, tracking_uri: str) ->
         name, _, version_text = body.rpartition("/")
         alias = None
         if not name or not version_text.isdigit():
-            raise ValueError(
-                f"teacher source {source!r}: expected models:/<name>@<alias> or models:/<name>/<version number>"
-            )
+            raise ValueError(f"{role} {source!r}: expected models:/<name>@<alias> or models:/<name>/<version number>")
         version_number = str(int(version_text))
     if "'" in name:
-        raise ValueError(f"teacher source {source!r}: a model name cannot contain quotes")
-    model = _registered_model(client, name, source, tracking_uri)
+        raise ValueError(f"{role} {source!r}: a model name cannot contain quotes")
+    model = _registered_model(client, name, source, tracking_uri, role)
     versions = sorted(int(version.version) for version in client.search_model_versions(f"name = '{name}'"))
     aliases = {key: int(value) for key, value in sorted(model.aliases.items())}  # REST gives str versions
     if alias is not None:
         if alias not in aliases:
             raise ValueError(
-                f"teacher source {source!r}: model {name!r} has no alias {alias!r}; "
+                f"{role} {source!r}: model {name!r} has no alias {alias!r}; "
                 f"its aliases are {aliases or 'none'}, versions {versions}"
             )
         version_number = str(aliases[alias])
     if int(version_number) not in versions:
         raise ValueError(
-            f"teacher source {source!r}: model {name!r} has no version {version_number}; "
+            f"{role} {source!r}: model {name!r} has no version {version_number}; "
             f"versions {versions}, aliases {aliases or 'none'}"
         )
     return name, version_number
 
 
-def _registered_model(client: MlflowClient, name: str, source: str, tracking_uri: str):
+def _registered_model(client: MlflowClient, name: str, source: str, tracking_uri: str, role: str):
     try:
         return client.get_registered_model(name)
     except MlflowException as error:
@@ -211,7 +214,7 @@ def _registered_model(client: MlflowClient, name: str, source: str, tracking_uri
             raise
     existing = sorted(model.name for model in client.search_registered_models(max_results=1000))
     raise ValueError(
-        f"teacher source {source!r}: no registered model {name!r} in {redact_uri(tracking_uri)}; "
+        f"{role} {source!r}: no registered model {name!r} in {redact_uri(tracking_uri)}; "
         f"registered models: {shown_names(existing) if existing else 'none'}"
     ) from None
 
