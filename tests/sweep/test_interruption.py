@@ -20,6 +20,7 @@ from hwd_tune.cli import app
 from tests.sweep.helpers import tiny_sweep
 
 REPO = Path(__file__).resolve().parents[2]
+TRIALS = 3
 
 
 def _cli(*args: str) -> list[str]:
@@ -47,7 +48,8 @@ def test_sigint_stops_a_sweep_resumably_and_resume_finishes_it(ray_local, tmp_pa
 
     teacher = tmp_path / "teacher.pt"
     torch.save(model_from_config(ModelConfig.model_validate(TINY_TEACHER), 4).state_dict(), teacher)
-    sweep = tiny_sweep(tmp_path, str(teacher), num_samples=4, scheduler={"type": "none"})
+    # 3 trials, 2 at a time: at the interrupt two are (usually) running and one has not started
+    sweep = tiny_sweep(tmp_path, str(teacher), num_samples=TRIALS, scheduler={"type": "none"})
     raw = sweep.model_dump(mode="json")
     raw["train"]["schedule"]["max_iters"] = 16  # long enough to be stopped in the middle
     sweep_file = tmp_path / "tiny.yaml"
@@ -97,12 +99,12 @@ def test_sigint_stops_a_sweep_resumably_and_resume_finishes_it(ray_local, tmp_pa
     assert "never ran" not in resumed.output
     study = optuna.load_study(study_name="tiny", storage=raw["search"]["storage"])
     states = [trial.state for trial in study.trials]
-    assert len(states) == 4 and all(state == optuna.trial.TrialState.COMPLETE for state in states), states
+    assert len(states) == TRIALS and all(state == optuna.trial.TrialState.COMPLETE for state in states), states
     children = {
         run.data.tags["hwd.trial_id"]: run
         for run in client.search_runs([experiment.experiment_id], "tags.`hwd.job` = 'trial'")
     }
-    assert len(children) == 4 and all(run.info.status == "FINISHED" for run in children.values())
+    assert len(children) == TRIALS and all(run.info.status == "FINISHED" for run in children.values())
     best_by_runs = max(run.data.metrics["best_val_miou"] for run in children.values())
     assert sorted(trial.value for trial in study.trials) == pytest.approx(
         sorted(run.data.metrics["best_val_miou"] for run in children.values())
