@@ -229,6 +229,7 @@ def test_log_cost_sums_wall_time_over_attempts_and_counts_gpu_hours(tmp_path):
     assert [(metric.step, metric.value) for metric in history] == [(0, 1800.0), (0, 2700.0)]
 
 
+@pytest.mark.slow  # starts the session's Ray: `make test-fast` skips it
 def test_a_plan_that_does_not_fit_fails_before_anything_starts(ray_local, tmp_path):
     plan = load(PLAN_FILE, [*tiny_overrides(tmp_path, "teacher.pt"), "train.resources.cpus_per_worker=3"])
     with pytest.raises(ConfigError, match=r"cpus_per_worker.*one run needs 3\.01 CPUs, the cluster has 2"):
@@ -237,6 +238,7 @@ def test_a_plan_that_does_not_fit_fails_before_anything_starts(ray_local, tmp_pa
     assert not plan_dir(plan).exists()
 
 
+@pytest.mark.slow  # starts the session's Ray: `make test-fast` skips it
 def test_a_missing_teacher_fails_before_anything_starts(ray_local, tmp_path):
     plan = load(PLAN_FILE, tiny_overrides(tmp_path, str(tmp_path / "no-teacher.pt")))
     expected = r"quickstart\.yaml: dataset 'synthetic': teacher\.source: teacher source .*no-teacher\.pt"

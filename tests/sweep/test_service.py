@@ -13,9 +13,10 @@ from hwd_tune.config import ConfigError, load_train_config
 from hwd_tune.data.holdout import holdout_indices
 from hwd_tune.sweep import layout, service
 from tests.sweep.helpers import PAPER_POINT, SPACE, kill_driver_once, tiny_sweep
-from tests.trainables.helpers import TINY_TEACHER, tiny_config
+from tests.trainables.helpers import TINY_TEACHER
 
 
+@pytest.mark.slow  # starts the session's Ray: `make test-fast` skips it
 def test_resources_that_do_not_fit_fail_before_any_trial(ray_local, tmp_path):
     sweep = tiny_sweep(tmp_path, "teacher.pt")
     sweep.train.resources.cpus_per_worker = 3.0  # the session's Ray has 2 CPUs
@@ -25,18 +26,18 @@ def test_resources_that_do_not_fit_fail_before_any_trial(ray_local, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def teacher_checkpoint(ray_local, tmp_path_factory) -> str:
-    """A tiny teacher trained once for the module (8 iterations); its checkpoint directory."""
-    from trainables.launch import run_training
+def teacher_checkpoint(tmp_path_factory) -> str:
+    """A checkpoint directory holding a tiny teacher's model.pt. Random weights: these tests check
+    the sweep's bookkeeping, not accuracy, and a Ray Train run to make them costs ~25 CPU-seconds."""
+    import torch
 
-    output = tmp_path_factory.mktemp("teacher")
-    config = tiny_config(
-        output,
-        name="tiny-teacher",
-        student=dict(TINY_TEACHER),
-        tracking={"experiment": "tests", "uri": f"sqlite:///{output}/mlflow/mlflow.db"},
-    )
-    return str(run_training(config)["checkpoint"])
+    from hwd_tune.config import ModelConfig
+    from trainables.loop import model_from_config
+
+    folder = tmp_path_factory.mktemp("teacher") / "checkpoint"
+    folder.mkdir()
+    torch.save(model_from_config(ModelConfig.model_validate(TINY_TEACHER), 4).state_dict(), folder / "model.pt")
+    return str(folder)
 
 
 @pytest.mark.slow
