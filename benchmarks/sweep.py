@@ -342,7 +342,11 @@ def noise_and_spread(values: list[list[float]], noise: float | None = None) -> N
     noise = pooled_noise(values) if noise is None else noise
     means = [float(np.mean(scores[:seeds_each])) for scores in values]
     spread = math.sqrt(max(0.0, float(np.var(means, ddof=1)) - noise**2 / seeds_each))
-    return NoiseAndSpread(noise, spread, spread / noise if noise > 0 else math.inf, len(values), seeds_each)
+    if noise > 0:
+        ratio = spread / noise
+    else:  # identical scores: no noise, and a spread of 0 says nothing either
+        ratio = math.inf if spread > 0 else math.nan
+    return NoiseAndSpread(noise, spread, ratio, len(values), seeds_each)
 
 
 @dataclass(frozen=True)
@@ -454,7 +458,10 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def print_noise(label: str, measured: NoiseAndSpread, console: Console) -> None:
-    verdict = "enough" if measured.ratio >= MIN_SIGNAL_TO_NOISE else "NOT enough"
+    if math.isnan(measured.ratio):
+        verdict = "not measurable: every score identical"
+    else:
+        verdict = "enough" if measured.ratio >= MIN_SIGNAL_TO_NOISE else "NOT enough"
     console.print(
         f"{label}: noise {measured.noise:.2f} mIoU (one run, seed to seed), spread {measured.spread:.2f} "
         f"(true means over the grid), ratio {measured.ratio:.1f} ({verdict}: >= {MIN_SIGNAL_TO_NOISE:g} wanted; "
