@@ -179,9 +179,9 @@ def test_train_teacher_keeps_its_checkpoints_in_s3_and_publishes_the_best_from_t
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         prefix = f"team/ray/{run_name(config)}/"
         keys = s3.keys("hwd-runs", prefix)
-        checkpoints = sorted(
-            {key[len(prefix) :].split("/")[0] for key in keys if "/checkpoint_" in "/" + key[len(prefix) :]}
-        )
+        relative = [key[len(prefix) :] for key in keys]
+        # checkpoint folders only: Ray's checkpoint_manager_snapshot.json sits beside them
+        checkpoints = sorted({rel.split("/")[0] for rel in relative if rel.startswith("checkpoint_") and "/" in rel})
         assert checkpoints, keys
         for folder in checkpoints:
             assert {f"{prefix}{folder}/{name}" for name in ("model.pt", "train_state.pt", "meta.json")} <= set(keys)
