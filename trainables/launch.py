@@ -175,6 +175,22 @@ def build_trainer(
     )
 
 
+def failed_by_training_code(error: BaseException) -> bool:
+    """Whether a Train run failed by an error of the training code (a restart would repeat it), not
+    because a worker's process or node was lost (a restart from the checkpoint goes on).
+
+    As in Ray Train's own failure policy, one lost worker makes the whole failure a loss: the
+    surviving ranks then fail with collateral errors (collective aborts, connection resets)."""
+    from ray.exceptions import RayActorError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    if not isinstance(error, WorkerGroupError):
+        return False
+    lost = (RayActorError, WorkerHealthCheckFailedError)
+    return not any(isinstance(failure, lost) for failure in error.worker_failures.values())
+
+
 def connect_ray(address: str | None) -> None:
     """Joins the cluster at `address` ('auto', an IP:port, ray://...) or RAY_ADDRESS, else starts
     a local Ray on this machine's cores; says which on the command's board."""

@@ -39,6 +39,7 @@ from hwd_tune.reproduce.report import write_plan_report
 from hwd_tune.storage import join, ray_storage_root
 from hwd_tune.sweep.board_feed import BoardFeed, JobLabel
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops, unfinished
+from hwd_tune.sweep.restarts import train_unless_code_failed
 from hwd_tune.sweep.summary import failure_reason
 from trainables import checks
 from trainables.launch import pinned_to_driver, preflight, resource_plan, run_key, run_name, run_training
@@ -191,14 +192,20 @@ def run_cell(trial_config: dict[str, Any], jobs: CellJobs) -> None:
     key = trial_config["cell"]
     cell, config = jobs.cells[key], TrainConfig.model_validate(jobs.configs[key])
     extra = dict(jobs.loop_config_hook(cell) or {}) if jobs.loop_config_hook else None
-    started = time.perf_counter()
-    try:
-        outcome = run_training(config, parent_run_id=jobs.plan_run_id, tags=jobs.tags[key], extra_loop_config=extra)
-    finally:
+
+    def train_and_log_cost() -> dict[str, Any]:
+        started = time.perf_counter()
         try:
-            log_cost(config, jobs.tracking_uri, time.perf_counter() - started)
-        except Exception as error:  # noqa: BLE001 - a cost not logged must not fail a trained run
-            logger.warning("could not log the training cost of %s: %s", cell_key(cell), failure_reason(error))
+            return run_training(config, parent_run_id=jobs.plan_run_id, tags=jobs.tags[key], extra_loop_config=extra)
+        finally:
+            try:
+                log_cost(config, jobs.tracking_uri, time.perf_counter() - started)
+            except Exception as error:  # noqa: BLE001 - a cost not logged must not fail a trained run
+                logger.warning("could not log the training cost of %s: %s", cell_key(cell), failure_reason(error))
+
+    outcome = train_unless_code_failed(
+        jobs.tracking_uri, config.tracking.experiment, run_name(config), train_and_log_cost
+    )
     metrics = outcome["metrics"]
     tune.report(
         {"best_val_miou": float(metrics.get("best_val_miou", math.nan)), "iteration": int(metrics.get("iteration", 0))}
@@ -237,7 +244,7 @@ def build_tuner(plan: Plan, cells: list[Cell], jobs: CellJobs, max_concurrent: i
         run_config=tune.RunConfig(
             name=TUNE_FOLDER,
             storage_path=plan_storage(plan),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(max_failures=plan.resources.trial_max_failures, fail_fast=False),
             callbacks=[BoardFeed(budget=None, job_key="cell", jobs=_cell_labels(cells, jobs))],
         ),
     )

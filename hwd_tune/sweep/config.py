@@ -174,6 +174,9 @@ class SweepResources(StrictModel):
     # The trial's driver only coordinates its workers, which reserve their own CPUs: a tiny share
     # keeps a 2-core host from deadlocking with every CPU held by idle drivers.
     trial_cpus: float = Field(0.01, ge=0.0)
+    # Times Tune restarts a trial that failed (its node or actor lost, or any error) from its last
+    # checkpoint, reusing its MLflow run and Optuna trial; -1 = forever, 0 = a failure ends it.
+    trial_max_failures: int = Field(2, ge=-1)
 
 
 class SweepProblems(ValueError):

@@ -21,6 +21,7 @@ from hwd_tune.sweep.board_feed import BoardFeed, JobLabel
 from hwd_tune.sweep.config import SweepConfig, baseline_method, final_job_config
 from hwd_tune.sweep.interruption import Interrupted, unfinished
 from hwd_tune.sweep.layout import FINAL_FOLDER, SWEEP_TAG, sweep_storage
+from hwd_tune.sweep.restarts import train_unless_code_failed
 from hwd_tune.sweep.statistics import PairedDifference, SeedStats, paired_difference, seed_stats
 from hwd_tune.sweep.summary import TrialRow, failure_reason, ranked_trials
 from trainables.launch import pinned_to_driver, run_name, run_training
@@ -110,7 +111,12 @@ def run_final_job(trial_config: dict[str, Any], setup: FinalSetup) -> None:
     name = trial_config["run"]
     config = TrainConfig.model_validate(setup.configs[name])
     extra = dict(setup.loop_config_hook(config.method.params) or {}) if setup.loop_config_hook else None
-    outcome = run_training(config, parent_run_id=setup.parent_run_id, tags=setup.tags[name], extra_loop_config=extra)
+    outcome = train_unless_code_failed(
+        config.tracking.uri,
+        config.tracking.experiment,
+        name,
+        lambda: run_training(config, parent_run_id=setup.parent_run_id, tags=setup.tags[name], extra_loop_config=extra),
+    )
     metrics = outcome["metrics"]
     tune.report(
         {"best_val_miou": float(metrics.get("best_val_miou", math.nan)), "iteration": int(metrics.get("iteration", 0))}
@@ -241,7 +247,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=FINAL_FOLDER,
             storage_path=sweep_storage(sweep),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(max_failures=sweep.resources.trial_max_failures, fail_fast=False),
             callbacks=[BoardFeed(budget=None, job_key="run", jobs=labels)],
         ),
     )

@@ -26,6 +26,7 @@ SWEEP_TAG = "hwd.sweep"
 TRIAL_ID_TAG = "hwd.trial_id"
 TRIAL_STATUS_TAG = "hwd.trial_status"  # completed | stopped_early | failed
 STOPPED_AT_TAG = "hwd.stopped_at_iteration"
+RESTARTS_TAG = "hwd.trial_restarts"  # times Tune restarted the trial from its last checkpoint
 # Fields that do not change what a sweep searches: a re-run differing only in these continues it.
 _NOT_IN_SWEEP_KEY = ("resources",)
 _NOT_IN_TRAIN_KEY = ("resources", "tracking", "output_dir", "storage")

@@ -44,6 +44,7 @@ from hwd_tune.sweep.final_stage import (
 )
 from hwd_tune.sweep.interruption import Interrupted, graceful_stops
 from hwd_tune.sweep.layout import (
+    RESTARTS_TAG,
     STOPPED_AT_TAG,
     SWEEP_TAG,
     TRIAL_ID_TAG,
@@ -57,6 +58,7 @@ from hwd_tune.sweep.layout import (
     trial_run_name,
 )
 from hwd_tune.sweep.predictions import log_final_predictions
+from hwd_tune.sweep.restarts import train_unless_code_failed
 from hwd_tune.sweep.searcher import (
     build_scheduler,
     build_searcher,
@@ -111,12 +113,13 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     sweep = SweepConfig.model_validate(setup.sweep)
     config = trial_train_config(sweep, params)
     trial_id = tune.get_context().get_trial_id()
+    run_key = trial_run_key(setup.parent_key, trial_id)
     logger = tracking.RunLogger(
         setup.tracking_uri,
         tracking.start_run(
             tracking_uri=setup.tracking_uri,
             experiment=config.tracking.experiment,
-            run_key=trial_run_key(setup.parent_key, trial_id),
+            run_key=run_key,
             run_name=trial_run_name(config.method.name, params),
             tags={SWEEP_TAG: sweep.name, TRIAL_ID_TAG: trial_id, "hwd.job": "trial", "hwd.method": config.method.name},
             parent_run_id=setup.parent_run_id,
@@ -135,7 +138,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     )
     # The run is ended by the driver (ChildRunFinisher), the one place that knows how Tune ended
     # the trial: a stop at max_t or by ASHA ends this actor mid-call, racing any status set here.
-    trainer.fit()
+    train_unless_code_failed(setup.tracking_uri, config.tracking.experiment, run_key, trainer.fit, run_id=logger.run_id)
 
 
 def trial_trainer(config: TrainConfig, *, name: str, storage_path: str, **build_options: Any):
@@ -179,6 +182,15 @@ class ChildRunFinisher(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._finish(trial, failed=True)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Tune restarts the trial from its last checkpoint: its run stays open and counts the restarts."""
+        sweep = SweepConfig.model_validate(self.sweep)
+        run_id = tracking.find_run_id(
+            self.tracking_uri, sweep.train.tracking.experiment, trial_run_key(self.parent_key, trial.trial_id)
+        )
+        if run_id is not None:
+            tracking.RunLogger(self.tracking_uri, run_id).set_tags({RESTARTS_TAG: str(trial.run_metadata.num_failures)})
+
     def _finish(self, trial, failed: bool) -> None:
         sweep = SweepConfig.model_validate(self.sweep)
         iterations = int((trial.last_result or {}).get("iteration", 0))
@@ -214,7 +226,7 @@ def build_tuner(sweep: SweepConfig, setup: TrialSetup, max_concurrent: int, resu
         run_config=tune.RunConfig(
             name=sweep.name,
             storage_path=join(sweep_storage(sweep), TUNE_FOLDER),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(max_failures=sweep.resources.trial_max_failures, fail_fast=False),
             callbacks=[
                 ChildRunFinisher(setup.sweep, setup.tracking_uri, setup.parent_key),
                 BoardFeed(budget=trial_budget(sweep), param_names=tuple(sweep.search.space)),

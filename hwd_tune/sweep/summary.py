@@ -32,6 +32,7 @@ from hwd_tune.sweep.layout import (
     sweep_storage,
     trial_run_key,
 )
+from hwd_tune.sweep.restarts import TrialNotRestarted
 from hwd_tune.sweep.searcher import absolute_storage_url, optuna_storage
 from trainables.checkpointing import best_whole_checkpoint_in
 
@@ -147,6 +148,9 @@ def status_of(iterations: int, sweep: SweepConfig, failed: bool) -> TrialStatus:
 
 def failure_reason(error: BaseException | str | None) -> str:
     """The innermost `SomeError: message` line of an error (Ray wraps worker errors), at most 500 chars."""
+    refused = getattr(error, "cause", error)  # Ray wraps an error raised in a trial in a RayTaskError
+    if isinstance(refused, TrialNotRestarted):  # the reason is the attempt that failed, not the refusal
+        return failure_reason(refused.error)
     text = str(error) if error is not None else "unknown error"
     causes = re.findall(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception)\b:.*)$", text, flags=re.MULTILINE)
     reason = causes[-1].strip() if causes else (text.strip().splitlines() or ["unknown error"])[0]

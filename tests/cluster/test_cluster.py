@@ -175,3 +175,84 @@ def test_sweep_job_runs_trials_on_both_workers_keeping_everything_in_the_stack(
         assert not (folder / "outputs").exists() and not list(folder.glob("*.db")), folder
     assert (cluster.root / "outputs" / "outputs" / "quickstart").is_dir()
     print(f"sweep on the cluster: {sweep_job['wall_s']:.1f} s wall time")
+
+
+def raylet_pid(cluster: Cluster, node: str) -> int:
+    """The PID of the raylet of `node` (a process in its network namespace)."""
+    namespace = f"hwd{cluster.state['tag']}-{node}"
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True).stdout.split()
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if command.endswith(b"/raylet"):
+            return int(pid)
+    raise AssertionError(f"no raylet among the processes of {namespace}: {pids}")
+
+
+def test_a_worker_node_lost_mid_sweep_leaves_every_trial_finished_once(cluster: Cluster, sweep_job: dict):
+    """worker2's raylet killed by PID once a trial has checkpointed: its trials restart on
+    worker1 from their S3 checkpoints; no MLflow run or Optuna trial is duplicated or left RUNNING.
+    Last in this file: the cluster has one worker left afterwards."""
+    name = "nodeloss"
+    command = with_sets(["hwd-tune", "sweep", SWEEP_YAML], [*SWEEP_SETS, f"name={name}"])
+    argv = [
+        "ray",
+        "job",
+        "submit",
+        "--no-wait",
+        "--submission-id",
+        "hwd-nodeloss",
+        "--working-dir",
+        ".",
+        "--",
+        *command,
+    ]
+    submitted = subprocess.run(argv, cwd=REPO, env=cluster.client_env(), capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0, outcome(submitted)
+    client = MlflowClient(cluster.env["MLFLOW_TRACKING_URI"])
+    started, deadline = time.monotonic(), time.monotonic() + 900
+    while True:  # a trial has validated (and checkpointed): one trial per worker node runs at once
+        assert time.monotonic() < deadline, "no trial validated within 900 s"
+        runs = client.search_runs(
+            [experiment.experiment_id for experiment in client.search_experiments()],
+            filter_string=f"tags.`hwd.sweep` = '{name}' and tags.`hwd.job` = 'trial'",
+        )
+        if any("val_miou" in run.data.metrics for run in runs):
+            break
+        time.sleep(2)
+    killed_at = time.monotonic()
+    subprocess.run(["kill", "-9", str(raylet_pid(cluster, "worker2"))], check=True)
+    while True:  # `ray job status` ends with "Job '<id>' succeeded" (or failed, stopped), on stderr
+        status = subprocess.run(
+            ["ray", "job", "status", "hwd-nodeloss"], env=cluster.client_env(), capture_output=True, text=True
+        )
+        ended = re.search(r"Job 'hwd-nodeloss' (succeeded|failed|stopped)", status.stdout + status.stderr)
+        if ended:
+            break
+        assert time.monotonic() < deadline + 900, "the node-loss sweep did not end"
+        time.sleep(5)
+    logs = subprocess.run(
+        ["ray", "job", "logs", "hwd-nodeloss"], env=cluster.client_env(), capture_output=True, text=True
+    )
+    assert ended.group(1) == "succeeded", logs.stdout[-5000:]
+
+    study = optuna.load_study(study_name=name, storage=cluster.env["HWD_OPTUNA_STORAGE"])
+    states = {trial.state for trial in study.trials}
+    assert len(study.trials) == SWEEP_TRIALS and states <= {
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+    }
+    runs = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()],
+        filter_string=f"tags.`hwd.sweep` = '{name}' and tags.`hwd.job` = 'trial'",
+    )
+    assert len(runs) == SWEEP_TRIALS and {run.info.status for run in runs} == {"FINISHED"}
+    assert len({run.data.tags["hwd.trial_id"] for run in runs}) == SWEEP_TRIALS
+    restarts = sum(int(run.data.tags.get("hwd.trial_restarts", "0")) for run in runs)
+    assert restarts >= 1  # the lost node's trials were restarted, not failed
+    print(
+        f"node loss: {restarts} trial restart(s); sweep {time.monotonic() - started:.1f} s wall "
+        f"({time.monotonic() - killed_at:.1f} s after the kill) vs {sweep_job['wall_s']:.1f} s without"
+    )

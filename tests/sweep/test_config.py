@@ -237,6 +237,7 @@ BAD_OVERRIDES = [
     ),
     (["train.data.holdout.fraction=0.2"], r"train\.data\.holdout: must be unset in a sweep: search\.tune_on"),
     (["resources.trial_cpus=-1"], r"resources\.trial_cpus: Input should be greater than or equal to 0"),
+    (["resources.trial_max_failures=-2"], r"resources\.trial_max_failures: .*greater than or equal to -1 \(got -2\)"),
     # the training job
     (["train.name=fixed"], r"train\.name: must be unset in a sweep"),
     (["train.method.params.beta=2"], r"train\.method: .*beta: Input should be less than or equal to 1"),

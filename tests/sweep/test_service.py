@@ -12,6 +12,7 @@ import yaml
 from hwd_tune.config import ConfigError, load_train_config
 from hwd_tune.data.holdout import holdout_indices
 from hwd_tune.sweep import layout, service
+from hwd_tune.sweep.restarts import CODE_ERROR_TAG_PREFIX
 from tests.sweep.helpers import PAPER_POINT, SPACE, kill_driver_once, tiny_sweep
 from tests.trainables.helpers import TINY_TEACHER
 
@@ -72,6 +73,11 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(ray_l
     child = client.get_run(failed.run_id)
     assert child.info.status == "FAILED"
     assert "failing on purpose at iteration 3" in child.data.tags["hwd.failure_reason"]
+    # Tune restarted it resources.trial_max_failures (2) times; each restart refused at once to train
+    # into the same error again and is reported with the first attempt's reason.
+    assert child.data.tags[layout.RESTARTS_TAG] == "2"
+    noted = [value for key, value in child.data.tags.items() if key.startswith(CODE_ERROR_TAG_PREFIX)]
+    assert len(noted) == 1 and "failing on purpose at iteration 3" in noted[0]
     assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
 
     # trials were tuned on held-out training images (search.tune_on's default), named on the parent run
