@@ -114,7 +114,7 @@ def test_quickstart_is_small_and_fits_two_cores():
     assert (train.student.width_multiplier, train.teacher.width_multiplier) == (0.125, 0.25)
     assert train.teacher.source == "models:/teacher-synthetic-deeplabv3_resnet18@best"
     assert (train.schedule.max_iters, train.schedule.val_interval, train.schedule.batch_size) == (150, 25, 8)
-    assert (sweep.search.num_samples, sweep.search.scheduler.grace_period) == (8, 50)
+    assert (sweep.search.num_samples, sweep.search.scheduler.grace_period) == (6, 50)
     assert sweep.resources.trial_cpus == 0.01 and train.resources.gpus_per_worker == 0.0
     assert check_resources(sweep, {"CPU": 2.0}) == 2  # 0.51 CPU a trial: 3 fit, capped at 2
     # trials validate on as many held-out training images as val has: validation costs the same
@@ -201,7 +201,7 @@ BAD_OVERRIDES = [
     (["search.scheduler.grace_period=500"], r"search\.scheduler\.grace_period: 500 exceeds max_t \(150"),
     (["search.scheduler.max_t=400"], r"search\.scheduler\.max_t: 400 exceeds .*max_iters \(150\)"),
     (["search.scheduler.reduction_factor=1"], r"scheduler\.reduction_factor: Input should be greater than 1"),
-    (["search.final.top_k=9"], r"search\.final\.top_k: 9 exceeds search\.num_samples \(8\)"),
+    (["search.final.top_k=9"], r"search\.final\.top_k: 9 exceeds search\.num_samples \(6\)"),
     (["search.baselines=[none, fancy]"], r"search\.baselines\[1\]: unknown method 'fancy'"),
     (["search.baselines=[cwd, cwd]"], r"search\.baselines: each method at most once"),
     (
