@@ -94,6 +94,21 @@ def register_teacher(
                 client.log_artifact(run_id, str(redacted_json_copy(path, Path(scratch))), artifact_path)
 
     _ensure_registered_model(client, name, dataset, arch)
+    return create_version(client, name, run, artifact_path, meta, tags, aliases, f"{arch} teacher on {dataset}")
+
+
+def create_version(
+    client: MlflowClient,
+    name: str,
+    run: Any,
+    artifact_path: str,
+    meta: Mapping[str, Any],
+    tags: Mapping[str, Any] | None,
+    aliases: Sequence[str],
+    what: str,
+) -> int:
+    """A new version of `name` from `artifact_path` of `run`, tagged with the checkpoint's meta
+    scalars and `tags`, holding `aliases`; `what` opens its description ("<arch> teacher on <dataset>")."""
     version_tags = {
         "hwd.artifact_path": artifact_path,
         **{f"{META_TAG_PREFIX}{key}": value for key, value in meta.items() if isinstance(value, _SCALARS)},
@@ -102,9 +117,9 @@ def register_teacher(
     version = client.create_model_version(
         name,
         source=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}",
-        run_id=run_id,
+        run_id=run.info.run_id,
         tags={key: tag_value(value) for key, value in version_tags.items()},
-        description=f"{arch} teacher on {dataset} from run {run_id}, artifacts {artifact_path}",
+        description=f"{what} from run {run.info.run_id}, artifacts {artifact_path}",
     )
     for alias in aliases:
         client.set_registered_model_alias(name, alias, str(version.version))

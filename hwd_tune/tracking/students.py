@@ -28,10 +28,10 @@ from hwd_tune.data.transforms import NORMALIZATIONS
 from hwd_tune.models import read_checkpoint_meta
 from hwd_tune.tracking.registry import (
     CHECKPOINT_FILE,
-    META_TAG_PREFIX,
     _check_alias,
     _ensure_registered_model,
     _unused_artifact_path,
+    create_version,
     listing,
     registered_version,
 )
@@ -100,22 +100,8 @@ def register_student(
         client.log_artifacts(run_id, str(model_dir), artifact_path)
     description = f"{arch} students distilled on {dataset}: MLflow pyfunc models that return class maps"
     _ensure_registered_model(client, name, dataset, arch, description)
-    version_tags = {
-        "hwd.artifact_path": artifact_path,
-        **{f"{META_TAG_PREFIX}{key}": value for key, value in meta.items() if isinstance(value, (str, int, float))},
-        **(tags or {}),
-    }
-    version = client.create_model_version(
-        name,
-        source=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}",
-        run_id=run_id,
-        tags={key: tag_value(value) for key, value in version_tags.items()},
-        description=f"{arch} student on {dataset} from run {run_id}, artifacts {artifact_path}",
-    )
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, str(version.version))
-    logger.info("registered %s version %s with aliases %s", name, version.version, list(aliases))
-    return name, int(version.version)
+    what = f"{arch} student on {dataset}"
+    return name, create_version(client, name, run, artifact_path, meta, tags, aliases, what)
 
 
 def save_student_model(checkpoint_dir: Path, model_dir: Path, meta: Mapping[str, Any]) -> None:
