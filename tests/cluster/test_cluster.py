@@ -98,6 +98,19 @@ def sweep_job(cluster: Cluster, teacher: str) -> dict:
     return {"result": result, "wall_s": time.monotonic() - started}
 
 
+def s3_client(cluster: Cluster):
+    """A boto3 client of the stack's S3 endpoint, with its keys."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=cluster.env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=cluster.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=cluster.env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
 def test_cluster_has_a_head_and_two_workers_with_their_own_addresses(cluster: Cluster):
     ips = cluster.state["node_ips"]
     assert len(set(ips.values())) == 3
@@ -106,18 +119,10 @@ def test_cluster_has_a_head_and_two_workers_with_their_own_addresses(cluster: Cl
 
 
 def test_teacher_is_registered_with_its_weights_in_s3(cluster: Cluster, teacher: str):
-    import boto3
-
     client = MlflowClient(cluster.env["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias(TEACHER_MODEL, f"iter-{TEACHER_ITERS}")
     assert version.source
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=cluster.env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=cluster.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=cluster.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(cluster)
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
     assert any(key.endswith("model.pt") for key in keys), keys[:20]
 
@@ -137,15 +142,7 @@ def test_sweep_job_runs_trials_on_both_workers_keeping_everything_in_the_stack(
     assert len(analysis.trials) == SWEEP_TRIALS
 
     # checkpoints in S3, one Ray Train run per trial
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=cluster.env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=cluster.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=cluster.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(cluster)
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket="ray-storage", Prefix="hwd-tune/quickstart/trials/")
     keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
     trials_with_checkpoints = {key.split("/")[3] for key in keys if key.endswith("/model.pt")}
