@@ -56,6 +56,17 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
+def keep_logs(root: Path) -> None:
+    """Copy the drivers' run logs and Ray's session logs to $HWD_CLUSTER_LOGS (when set) before
+    the stack and its folder go: a failed job's traceback is in them."""
+    target = os.environ.get("HWD_CLUSTER_LOGS")
+    if not target or not root.is_dir():
+        return
+    for source in [*root.glob("outputs/**/logs"), *root.glob("ray/*/ray/session_latest/logs")]:
+        destination = Path(target) / source.relative_to(root)
+        shutil.copytree(source, destination, dirs_exist_ok=True, ignore_dangling_symlinks=True)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     parent = Path(tempfile.mkdtemp(prefix="hwdc-", dir="/tmp"))
@@ -71,5 +82,6 @@ def cluster() -> Cluster:
         yield Cluster(root, json.loads((root / "stack.json").read_text()), read_env_file(root / "cluster.env"),
                       time.monotonic() - started)  # fmt: skip
     finally:
+        keep_logs(root)
         subprocess.run([str(REPO / "scripts/cluster-down.sh"), str(root)], env=env, timeout=300)
         shutil.rmtree(parent, ignore_errors=True)
