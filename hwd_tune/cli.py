@@ -140,7 +140,7 @@ def _check_before_start(what: str, check: Callable[[], None]) -> None:
 def _train(job: str, config_path: Path, overrides: list[str], address: str | None, verbose: bool) -> None:
     from hwd_tune.config import ConfigError, load_train_config
     from hwd_tune.console import command_screen
-    from trainables.checks import check_before_start
+    from trainables.checks import NotStarted, check_before_start
     from trainables.launch import ray_connection, resource_plan, run_name, run_training
 
     forced = ["job=teacher", "method.name=none"] if job == "teacher" else ["job=distill"]
@@ -158,7 +158,7 @@ def _train(job: str, config_path: Path, overrides: list[str], address: str | Non
                 board.stage(f"{job} {run_name(config)}", total=1)
                 try:
                     outcome = run_training(config, progress=True)
-                except (ValueError, FileNotFoundError) as error:
+                except NotStarted as error:
                     console.print(f"[red]cannot start[/red]: {error}")
                     raise typer.Exit(code=2) from None
     metrics = outcome["metrics"]
@@ -240,6 +240,7 @@ def sweep(
     from hwd_tune import sweep as sweep_service
     from hwd_tune.config import ConfigError
     from hwd_tune.console import command_screen
+    from trainables.checks import NotStarted
     from trainables.launch import ray_connection
 
     try:
@@ -253,7 +254,7 @@ def sweep(
         with command_screen(console, run_log, verbose=verbose), ray_connection(address):
             try:
                 sweep_service.run(sweep_config, resume=resume, console=console)
-            except (ValueError, FileNotFoundError) as error:
+            except NotStarted as error:
                 console.print(f"[red]cannot start the sweep[/red]: {error}")
                 raise typer.Exit(code=2) from None
 
@@ -283,8 +284,8 @@ def reproduce(
     Runs finished earlier are skipped and interrupted ones resume, so re-running the command continues.
     """
     from hwd_tune import reproduce as reproduce_service
-    from hwd_tune.config import ConfigError
     from hwd_tune.console import command_screen
+    from trainables.checks import NotStarted
     from trainables.launch import ray_connection
 
     plan_config = _load_plan(plan, set_)
@@ -294,7 +295,7 @@ def reproduce(
         with command_screen(console, run_log, verbose=verbose), ray_connection(address):
             try:
                 summary = reproduce_service.reproduce(plan_config, console=console)
-            except (ConfigError, ValueError, FileNotFoundError) as error:
+            except NotStarted as error:
                 console.print(f"[red]cannot start the reproduction[/red]: {error}")
                 raise typer.Exit(code=2) from None
     if summary.failed or summary.report is None:

@@ -8,7 +8,8 @@ the cluster (resources) or a download (a teacher in MLflow, loaded) follows in `
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -29,6 +30,23 @@ class StartProblems(ValueError):
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         super().__init__("\n".join(lines))
+
+
+class NotStarted(ValueError):
+    """A command stopped by a bad input or environment before it started a run (the CLI exits 2);
+    an error raised later is a failure of the run (exit 1, its traceback in the run log)."""
+
+
+@contextmanager
+def before_start() -> Iterator[None]:
+    """Marks a command's last checks: a bad-input error raised inside is re-raised as `NotStarted`
+    (its cause kept), so "cannot start" is never said of what failed after the start."""
+    try:
+        yield
+    except NotStarted:
+        raise
+    except _ERRORS as error:
+        raise NotStarted(str(error)) from error
 
 
 def check_before_start(

@@ -28,7 +28,7 @@ from hwd_tune.console import active_board
 from hwd_tune.data.from_config import info_from_config
 from hwd_tune.storage import join, ray_storage_root
 from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
-from trainables.checks import check_before_start
+from trainables.checks import before_start, check_before_start
 from trainables.loop import train_loop_per_worker
 
 RAY_FOLDER = "ray"  # under the Ray storage root: one folder per training run (named by run_name)
@@ -268,8 +268,9 @@ def run_training(
     from trainables.progress import ProgressMonitor
 
     tracking_uri = tracking.resolve_tracking_uri(config.tracking.uri, config.output_dir)
-    check_fits(resource_plan(config), ray.cluster_resources())
-    preflight(config, tracking_uri)
+    with before_start():
+        check_fits(resource_plan(config), ray.cluster_resources())
+        preflight(config, tracking_uri)
     name = run_name(config)
     earlier = tracking.find_runs(tracking_uri, config.tracking.experiment, {tracking.RUN_KEY_TAG: name}, max_results=1)
     was_finished = bool(earlier) and earlier[0].status == "FINISHED"

@@ -273,8 +273,8 @@ def reproduce(
 ) -> ReproduceSummary:
     """Runs every cell of `plan` not finished earlier, then writes the report; Ray must be initialised.
 
-    Raises ConfigError (resources) or ValueError/FileNotFoundError (data, teacher) before any run
-    starts. `loop_config_hook(cell)` adds keys to a run's loop_config (tests: `fail_at_iteration`).
+    Raises `checks.NotStarted` (resources, data, teacher) before any run starts.
+    `loop_config_hook(cell)` adds keys to a run's loop_config (tests: `fail_at_iteration`).
     """
     console = console or Console()
     tracking_uri, experiment = plan_tracking(plan)
@@ -283,8 +283,9 @@ def reproduce(
     remaining = [cell for cell in cells if cell not in finished]
     max_concurrent = 0
     if remaining:
-        max_concurrent = min(check_resources(plan, ray.cluster_resources()), len(remaining))
-        _preflight(plan, remaining, tracking_uri)
+        with checks.before_start():
+            max_concurrent = min(check_resources(plan, ray.cluster_resources()), len(remaining))
+            _preflight(plan, remaining, tracking_uri)
     console.print(
         f"[bold]plan {plan.name}[/bold]: {len(cells)} runs, {len(finished)} finished earlier, {len(remaining)} to run"
         + (f", {max_concurrent} at once; each {resource_plan(plan.train).describe()}" if remaining else "")

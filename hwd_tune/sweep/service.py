@@ -292,21 +292,23 @@ def run(
 
     The search, then each tuned baseline's search, the baselines run at their defaults (unless the
     final stage retrains them), and the final stage. `loop_config_hook(params)` adds keys to a
-    run's loop_config (tests: `fail_at_iteration`). Raises ConfigError before any trial when one
-    trial does not fit the cluster. `show_summary=False` leaves the closing tables to the caller
+    run's loop_config (tests: `fail_at_iteration`). Raises `checks.NotStarted` before any trial
+    when one trial does not fit the cluster, the sweep exists already or a source cannot be read.
+    `show_summary=False` leaves the closing tables to the caller
     (the quickstart shows its own verdict).
     """
     console = console or Console()
-    max_concurrent = check_resources(sweep, ray.cluster_resources())
-    tuned_searches = [
-        tuned_baseline_sweep(sweep, entry) for entry in sweep.search.baselines if isinstance(entry, TunedBaseline)
-    ]
-    _print_plan(sweep, max_concurrent, console)
-    tracking_uri = tracking.resolve_tracking_uri(sweep.train.tracking.uri, sweep.train.output_dir)
-    first_params = dict(sweep.search.points_to_evaluate[0]) if sweep.search.points_to_evaluate else {}
-    preflight(trial_train_config(sweep, first_params), tracking_uri)
-    for search in (sweep, *tuned_searches):
-        _check_fresh_start(search, resume)
+    with checks.before_start():
+        max_concurrent = check_resources(sweep, ray.cluster_resources())
+        tuned_searches = [
+            tuned_baseline_sweep(sweep, entry) for entry in sweep.search.baselines if isinstance(entry, TunedBaseline)
+        ]
+        _print_plan(sweep, max_concurrent, console)
+        tracking_uri = tracking.resolve_tracking_uri(sweep.train.tracking.uri, sweep.train.output_dir)
+        first_params = dict(sweep.search.points_to_evaluate[0]) if sweep.search.points_to_evaluate else {}
+        preflight(trial_train_config(sweep, first_params), tracking_uri)
+        for search in (sweep, *tuned_searches):
+            _check_fresh_start(search, resume)
 
     parent = tracking.RunLogger(
         tracking_uri,

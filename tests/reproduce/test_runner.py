@@ -33,6 +33,7 @@ from hwd_tune.reproduce.runner import (
     reproduce,
 )
 from tests.trainables.helpers import TINY_TEACHER, tiny_config
+from trainables.checks import NotStarted
 from trainables.launch import run_key, run_name
 from trainables.loop import model_from_config
 
@@ -232,8 +233,9 @@ def test_log_cost_sums_wall_time_over_attempts_and_counts_gpu_hours(tmp_path):
 @pytest.mark.slow  # starts the session's Ray: `make test-fast` skips it
 def test_a_plan_that_does_not_fit_fails_before_anything_starts(ray_local, tmp_path):
     plan = load(PLAN_FILE, [*tiny_overrides(tmp_path, "teacher.pt"), "train.resources.cpus_per_worker=3"])
-    with pytest.raises(ConfigError, match=r"cpus_per_worker.*one run needs 3\.01 CPUs, the cluster has 2"):
+    with pytest.raises(NotStarted, match=r"cpus_per_worker.*one run needs 3\.01 CPUs, the cluster has 2") as error:
         reproduce(plan)
+    assert isinstance(error.value.__cause__, ConfigError)
     assert tracking.find_runs(f"sqlite:///{tmp_path}/mlflow/mlflow.db", "tests", {}) == []  # no plan run either
     assert not plan_dir(plan).exists()
 

@@ -15,14 +15,16 @@ from hwd_tune.sweep import layout, service
 from hwd_tune.sweep.restarts import CODE_ERROR_TAG_PREFIX
 from tests.sweep.helpers import PAPER_POINT, SPACE, kill_driver_once, tiny_sweep
 from tests.trainables.helpers import TINY_TEACHER
+from trainables.checks import NotStarted
 
 
 @pytest.mark.slow  # starts the session's Ray: `make test-fast` skips it
 def test_resources_that_do_not_fit_fail_before_any_trial(ray_local, tmp_path):
     sweep = tiny_sweep(tmp_path, "teacher.pt")
     sweep.train.resources.cpus_per_worker = 3.0  # the session's Ray has 2 CPUs
-    with pytest.raises(ConfigError, match=r"cpus_per_worker.*one trial needs 3.01 CPUs, the cluster has 2"):
+    with pytest.raises(NotStarted, match=r"cpus_per_worker.*one trial needs 3.01 CPUs, the cluster has 2") as error:
         service.run(sweep)
+    assert isinstance(error.value.__cause__, ConfigError)
     assert not (tmp_path / "tiny").exists()  # nothing started: no Tune state, no study
 
 

@@ -112,3 +112,22 @@ def test_a_missing_dataset_root_shows_the_expected_layout(tmp_path):
     config = tiny_config(tmp_path, data={"name": "cityscapes", "root": str(tmp_path / "cityscapes")})
     with pytest.raises(StartProblems, match=r"(?s)^data\.root: missing directory .*expected layout under"):
         check_before_start(config)
+
+
+def test_only_errors_raised_inside_before_start_are_said_not_to_have_started():
+    """ "cannot start" (exit 2) is for the last checks; a later error is the run's failure (exit 1)."""
+    from trainables.checks import NotStarted, before_start
+
+    missing = FileNotFoundError("no such file or directory: /x/teacher.pt")
+    with pytest.raises(NotStarted, match="teacher.pt") as error:
+        with before_start():
+            raise missing
+    assert error.value.__cause__ is missing
+    with pytest.raises(RuntimeError):  # not a bad input: passed on unchanged
+        with before_start():
+            raise RuntimeError("worker died")
+    with pytest.raises(FileNotFoundError) as later:  # after the start: not NotStarted
+        with before_start():
+            pass
+        raise FileNotFoundError("checkpoint_000002 vanished")
+    assert not isinstance(later.value, NotStarted)
