@@ -17,6 +17,15 @@ def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+def pytest_runtest_logreport(report):
+    """With HWD_TEST_DURATIONS=FILE, each test phase's wall time is appended to FILE as it ends
+    (seconds, phase, test id): where a long or killed run spent its time, unlike --durations."""
+    path = os.environ.get("HWD_TEST_DURATIONS")
+    if path:
+        with open(path, "a") as log:
+            log.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance (2 CPUs, like the CI machine) shared by every test that needs it:

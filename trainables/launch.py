@@ -21,7 +21,7 @@ from typing import Any
 import ray
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchConfig
 
 from hwd_tune.config import HoldoutConfig, TrainConfig
 from hwd_tune.console import active_board
@@ -30,6 +30,7 @@ from hwd_tune.storage import join, ray_storage_root
 from trainables.checkpointing import MANIFEST_FILE, META_FILE, MODEL_FILE, checkpoint_problems
 from trainables.checks import before_start, check_before_start
 from trainables.loop import train_loop_per_worker
+from trainables.trainer import SegmentationTrainer
 
 RAY_FOLDER = "ray"  # under the Ray storage root: one folder per training run (named by run_name)
 # Fields that do not change what is trained: a re-run that differs only in these resumes.
@@ -140,7 +141,7 @@ def build_trainer(
     mlflow_run_id: str | None,
     storage_path: str | Path | None = None,
     extra_loop_config: dict[str, Any] | None = None,
-) -> TorchTrainer:
+) -> SegmentationTrainer:
     """A TorchTrainer over the one loop; same name + storage = resume from the latest checkpoint.
 
     `storage_path` (a folder or URI) defaults to `<storage>/ray`, `storage` being config.storage
@@ -154,7 +155,7 @@ def build_trainer(
         "mlflow_run_id": mlflow_run_id,
         **(extra_loop_config or {}),
     }
-    return TorchTrainer(
+    return SegmentationTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

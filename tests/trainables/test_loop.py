@@ -108,6 +108,11 @@ def test_rerunning_a_finished_run_resumes_instead_of_training_again(ray_local, t
         assert again.metrics[name] == first.metrics[name]
     assert torch.equal(final_weights(first)["head.block.4.weight"], final_weights(again)["head.block.4.weight"])
     assert run_name(config).startswith("teacher-synthetic-deeplabv3_resnet18-none-")
+    # trainables.trainer: no run of this session started Ray Data's DatasetManager (a process per run)
+    from ray.util.state import list_actors
+
+    classes = {actor.class_name for actor in list_actors(limit=10_000, raise_on_missing_output=False)}
+    assert "TrainController" in classes and "DatasetManager" not in classes, classes
 
 
 def damage(checkpoint_dir) -> None:
