@@ -113,8 +113,10 @@ def test_quickstart_is_small_and_fits_two_cores():
     assert train.data.name == "synthetic" and train.data.synthetic.num_classes == 4
     assert (train.student.width_multiplier, train.teacher.width_multiplier) == (0.125, 0.25)
     assert train.teacher.source == "models:/teacher-synthetic-deeplabv3_resnet18@best"
-    assert (train.schedule.max_iters, train.schedule.val_interval, train.schedule.batch_size) == (150, 25, 8)
+    assert (train.schedule.max_iters, train.schedule.val_interval, train.schedule.batch_size) == (150, 50, 8)
     assert (sweep.search.num_samples, sweep.search.scheduler.grace_period) == (6, 50)
+    # ASHA's rungs (50, 150) are validations: a trial is judged on a score measured where it stops
+    assert sweep.search.scheduler.grace_period % train.schedule.val_interval == 0
     assert sweep.resources.trial_cpus == 0.01 and train.resources.gpus_per_worker == 0.0
     assert check_resources(sweep, {"CPU": 2.0}) == 2  # 0.51 CPU a trial: 3 fit, capped at 2
     # trials validate on as many held-out training images as val has: validation costs the same
