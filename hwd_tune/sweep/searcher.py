@@ -61,6 +61,10 @@ def build_scheduler(sweep: SweepConfig):
     )
 
 
+# What OptunaSearch.set_search_properties sets: the space, the study over it, the metric and mode.
+_SET_BY_TUNE = ("_space", "_ot_study", "_metric", "_mode")
+
+
 class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch that tells the study what ASHA did, and survives a driver killed mid-sweep.
 
@@ -85,7 +89,15 @@ class ResumableOptunaSearch(OptunaSearch):
         self.reported: dict[str, dict[int, float]] = {}  # Tune trial id -> step -> value in the study
 
     def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore of a killed driver's saved state. A state saved before Tune gave the
+        searcher its space (the driver killed early in the sweep) holds no space and no study:
+        the ones this driver was just given are kept, else the resumed sweep could not ask for
+        its next trial ("no search space has been defined")."""
+        given = {name: getattr(self, name, None) for name in _SET_BY_TUNE}
         super().restore(checkpoint_path)
+        for name, value in given.items():
+            if value is not None and not getattr(self, name, None):
+                setattr(self, name, value)
         self.finished_elsewhere = {}  # the saved answers predate the kill: ask the study again
         self.reported = {}
 

@@ -179,6 +179,20 @@ def test_a_restored_searcher_reads_the_steps_the_killed_driver_told(tmp_path):
     assert trial.intermediate_values == {2: 10.0, 4: 20.0, 6: 30.0, 8: 25.0}
 
 
+def test_a_state_saved_before_tune_gave_the_space_still_resumes(tmp_path):
+    """A driver killed early can leave a searcher state saved before Tune set its space (seen on the
+    cluster: "no search space has been defined" on --resume); the resumed driver's space is kept."""
+    sweep = tiny_sweep(tmp_path, "teacher.pt")
+    build_searcher(sweep).save(str(tmp_path / "early.pkl"))  # no space, no study yet
+    resumed = _driven_searcher(sweep, [])
+    resumed.restore(str(tmp_path / "early.pkl"))
+    first = resumed.suggest("first")
+    assert first == PAPER_POINT  # the paper's point still comes first, drawn from the space
+    second = resumed.suggest("second")
+    assert set(second) == set(sweep.search.space)
+    assert all(sweep.search.space[name].low <= value <= sweep.search.space[name].high for name, value in second.items())
+
+
 def test_a_grid_sweep_prunes_and_completes_its_points(tmp_path):
     """The grid path: each grid point once, a stopped point PRUNED (still visited), a full one COMPLETE."""
     import optuna
