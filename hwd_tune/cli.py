@@ -199,19 +199,33 @@ def distill(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (model.pt + meta.json).")],
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="A checkpoint directory (model.pt + meta.json), or a model in MLflow: "
+            "models:/teacher-<dataset>-<arch>@iter-80k (or /<version>), runs:/<id>/<path>."
+        ),
+    ],
     data: Annotated[str, typer.Option("--data", help="Dataset name: ade20k, cityscapes, cocostuff, voc, synthetic.")],
     root: Annotated[str | None, typer.Option("--root", help="Dataset directory (not for synthetic).")] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped image.")] = False,
     scales: Annotated[str, typer.Option("--scales", help="Comma-separated input scales, e.g. 0.75,1.0,1.25.")] = "1.0",
+    tracking_uri: TrackingUriOption = None,
+    output_dir: OutputDirOption = "outputs",
 ) -> None:
     """Evaluate a checkpoint on a dataset's validation split: mIoU and per-class IoU."""
-    from trainables.evaluation import evaluate_checkpoint
+    from hwd_tune import tracking
+    from trainables.evaluation import evaluate_model
 
     with _exit_codes():
         try:
-            result = evaluate_checkpoint(
-                checkpoint, data, root=root, flip=flip, scales=tuple(float(s) for s in scales.split(","))
+            result = evaluate_model(
+                checkpoint,
+                data,
+                tracking_uri=tracking_uri or tracking.resolve_tracking_uri(None, output_dir),
+                root=root,
+                flip=flip,
+                scales=tuple(float(s) for s in scales.split(",")),
             )
         except (ValueError, FileNotFoundError) as error:
             console.print(f"[red]cannot evaluate[/red]: {error}")
@@ -222,7 +236,8 @@ def evaluate(
     console.print(table)
     console.print(
         f"mIoU {result['miou']:.2f} (classes present), {result['miou_all']:.2f} (all classes, the authors'), "
-        f"pixel accuracy {result['pixel_acc']:.2f}"
+        f"pixel accuracy {result['pixel_acc']:.2f}",
+        soft_wrap=True,  # one line, for scripts too
     )
 
 

@@ -1,13 +1,15 @@
-"""Evaluation of a saved checkpoint on a dataset's validation split (single process)."""
+"""Evaluation of a saved checkpoint or a model URI on a dataset's validation split (single process)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from hwd_tune import tracking
 from hwd_tune.config import DataConfig, ModelConfig
 from hwd_tune.data.from_config import info_from_config, validation_set
 from hwd_tune.metrics import evaluate
@@ -51,3 +53,23 @@ def evaluate_checkpoint(
         "iou": [float(v) for v in confusion.iou()],
         "class_names": info.class_names,
     }
+
+
+def evaluate_model(
+    model_uri: str,
+    dataset: str,
+    *,
+    tracking_uri: str | None,
+    root: str | None = None,
+    flip: bool = False,
+    scales: tuple[float, ...] = (1.0,),
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """`evaluate_checkpoint` of a checkpoint directory or a model URI (models:/name@alias,
+    models:/name/version, runs:/...), whose files are first downloaded, through the tracking
+    server when there is one, into a temporary folder."""
+    if not tracking.is_mlflow_source(model_uri):
+        return evaluate_checkpoint(model_uri, dataset, root=root, flip=flip, scales=scales, device=device)
+    with tempfile.TemporaryDirectory(prefix="hwd-evaluate-") as scratch:
+        folder = tracking.resolve_student(model_uri, tracking_uri=tracking_uri, destination=scratch)
+        return evaluate_checkpoint(folder, dataset, root=root, flip=flip, scales=scales, device=device)
