@@ -187,3 +187,14 @@ def test_a_teacher_that_cannot_be_found_leaves_no_cache_or_lock_behind(tmp_path)
     torch.save({}, tmp_path / "teacher.pt")
     assert resolve_teacher_weights(distillation(str(tmp_path / "teacher.pt")), None) == tmp_path / "teacher.pt"
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "cpus, environ, threads",
+    [(0.5, {}, 1), (1.0, {}, 1), (2.9, {}, 2), (8.0, {}, 8), (0.5, {"OMP_NUM_THREADS": "3"}, None)],
+)
+def test_a_worker_uses_as_many_torch_threads_as_whole_cpus_it_reserved(cpus, environ, threads):
+    """Not one per core of the node: two 0.5-CPU trials on 2 cores must not run 4 threads."""
+    from trainables.loop import intra_op_threads
+
+    assert intra_op_threads(cpus, environ) == threads
