@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from hwd_tune.cli import app
 from tests.data.layouts import FOLDER_CLASSES, folder_mask, write_folder_dataset, write_label
 from tests.sweep.helpers import tiny_sweep
-from tests.trainables.helpers import TINY_STUDENT, TINY_TEACHER, tiny_config
+from tests.trainables.helpers import TINY_STUDENT, TINY_TEACHER, register_in_new_store, tiny_config
 
 LOCAL_RAY_TRAIN_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 USER_ENVIRONMENT = dict(os.environ)  # at collection, before any test starts Ray
@@ -77,7 +77,6 @@ TEACHER_ALIAS = "models:/teacher-synthetic-deeplabv3_resnet18@best"
 def teachers(tmp_path_factory):
     """Outside every test's working directory: a tiny 4-class teacher file, one with 5 classes, and an
     MLflow store where that teacher is registered (aliases best) with its meta.json."""
-    from hwd_tune import tracking
     from hwd_tune.models import build_model
 
     root = tmp_path_factory.mktemp("teachers")
@@ -90,16 +89,7 @@ def teachers(tmp_path_factory):
     shutil.copy(files[4], checkpoint / "model.pt")
     meta = {"arch": TINY_TEACHER["arch"], "width_multiplier": TINY_TEACHER["width_multiplier"], "num_classes": 4}
     (checkpoint / "meta.json").write_text(json.dumps({**meta, "iteration": 8}))
-    uri = tracking.default_tracking_uri(root / "store")
-    run_id = tracking.start_run(tracking_uri=uri, experiment="teachers", run_key="teacher", run_name="teacher")
-    tracking.register_teacher(
-        tracking_uri=uri,
-        run_id=run_id,
-        checkpoint_dir=checkpoint,
-        dataset="synthetic",
-        arch=TINY_TEACHER["arch"],
-        aliases=["best"],
-    )
+    uri = register_in_new_store(root / "store", checkpoint, TINY_TEACHER["arch"], "best")
     return {"files": files, "store": uri}
 
 

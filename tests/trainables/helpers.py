@@ -37,3 +37,16 @@ def tiny_config(output_dir: Path, **sections: Any) -> TrainConfig:
         else:
             raw[key] = value
     return TrainConfig.model_validate(raw)
+
+
+def register_in_new_store(store: Path, checkpoint: Path, arch: str, alias: str) -> str:
+    """A fresh sqlite MLflow store under `store` where `checkpoint` (model.pt + meta.json) is
+    registered as the synthetic teacher of `arch` with `alias`; returns the store's URI."""
+    from hwd_tune import tracking
+
+    uri = tracking.default_tracking_uri(store)
+    run_id = tracking.start_run(tracking_uri=uri, experiment="teachers", run_key="teacher", run_name="teacher")
+    tracking.register_teacher(
+        tracking_uri=uri, run_id=run_id, checkpoint_dir=checkpoint, dataset="synthetic", arch=arch, aliases=[alias]
+    )
+    return uri

@@ -16,7 +16,7 @@ from hwd_tune.config import ModelConfig
 from hwd_tune.data import SyntheticShapes
 from hwd_tune.sweep.config import trial_train_config
 from tests.sweep.helpers import PAPER_POINT, tiny_sweep
-from tests.trainables.helpers import TINY_STUDENT
+from tests.trainables.helpers import TINY_STUDENT, register_in_new_store
 from trainables.evaluation import evaluate_checkpoint, evaluate_model
 from trainables.loop import model_from_config
 
@@ -74,20 +74,10 @@ def test_a_registered_model_is_downloaded_from_mlflow_and_evaluated(tmp_path):
     numbers as the folder they were registered from; an unknown alias names the ones that exist."""
     from typer.testing import CliRunner
 
-    from hwd_tune import tracking
     from hwd_tune.cli import app
 
     checkpoint = constant_checkpoint(tmp_path)
-    uri = tracking.default_tracking_uri(tmp_path / "store")
-    run_id = tracking.start_run(tracking_uri=uri, experiment="teachers", run_key="teacher", run_name="teacher")
-    tracking.register_teacher(
-        tracking_uri=uri,
-        run_id=run_id,
-        checkpoint_dir=checkpoint,
-        dataset="synthetic",
-        arch=TINY_STUDENT["arch"],
-        aliases=["iter-8"],
-    )
+    uri = register_in_new_store(tmp_path / "store", checkpoint, TINY_STUDENT["arch"], "iter-8")
     source = f"models:/teacher-synthetic-{TINY_STUDENT['arch']}@iter-8"
     moved = checkpoint.rename(tmp_path / "moved")  # only the store's copy is left to read
 
