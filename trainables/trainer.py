@@ -2,7 +2,7 @@
 
 Ray Train v2 starts a `DatasetManager` actor for every run, even one without Ray Datasets (ours
 read their images in the loop, `hwd_tune.data`): one more Python process importing Ray Data
-(~2-3 CPU s) per run, a tenth of a small run's start-up on a laptop and in every sweep trial.
+(~2-3 CPU s under import profiling) per run, in every sweep trial too.
 With no `datasets`, the trainer here hands the workers an empty shard provider instead.
 """
 
@@ -14,7 +14,7 @@ from ray.train.torch import TorchTrainer
 
 try:  # Ray's internals: without them (another Ray version), the trainer stays Ray's own
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-except ImportError:  # pragma: no cover - checked by tests/trainables/test_trainer.py on the pinned Ray
+except ImportError:  # pragma: no cover - the pinned Ray has it (tests/trainables/test_loop.py)
     DatasetsCallback = None
 
 
